@@ -55,5 +55,5 @@ pub use error::{RaftError, StorageError};
 pub use multi::{MultiRaft, MultiReady};
 pub use raft::RaftCore;
 pub use ready::{Advance, ReadState, Ready, Role, SoftState};
-pub use storage::{MemStorage, Storage};
+pub use storage::{MemStorage, Storage, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 pub use types::*;

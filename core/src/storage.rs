@@ -14,6 +14,13 @@
 use crate::error::StorageError;
 use crate::types::{ConfState, Entry, HardState, LogIndex, Snapshot, SnapshotMetadata, Term};
 
+/// The index of the snapshot a group is bootstrapped with: every founding member starts from
+/// it, and a member added later (with an empty log) can only catch up through a snapshot.
+pub const BOOTSTRAP_INDEX: LogIndex = LogIndex(5);
+
+/// The term of the bootstrap snapshot.
+pub const BOOTSTRAP_TERM: Term = Term(5);
+
 /// Read access to what the caller has persisted for one group.
 pub trait Storage {
     /// The persisted hard state and the membership as of the snapshot (`first_index() - 1`),
@@ -65,10 +72,24 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
-    /// An empty log with this membership (a freshly bootstrapped group).
+    /// A freshly bootstrapped group member: an empty state machine, as a snapshot at
+    /// [`BOOTSTRAP_INDEX`] in [`BOOTSTRAP_TERM`] with this membership.
+    ///
+    /// Members that join later start from `MemStorage::default()` (index 0, no membership):
+    /// their log lacks what the bootstrap snapshot covers, so the leader must seed them with a
+    /// snapshot, which also teaches them the membership.
     pub fn new_with_conf(conf_state: ConfState) -> MemStorage {
         let mut storage = MemStorage::default();
-        storage.snapshot.metadata.conf_state = conf_state;
+        storage.snapshot.metadata = SnapshotMetadata {
+            index: BOOTSTRAP_INDEX,
+            term: BOOTSTRAP_TERM,
+            conf_state,
+        };
+        storage.hard_state = HardState {
+            term: BOOTSTRAP_TERM,
+            vote: None,
+            commit: BOOTSTRAP_INDEX,
+        };
         storage
     }
 
