@@ -43,6 +43,8 @@ pub struct Progress {
     inflights_max: usize,
     /// The highest ReadIndex round this member acknowledged.
     pub read_context_acked: u64,
+    /// Check-quorum rounds spent in the Snapshot state without an answer.
+    snapshot_rounds: u32,
 }
 
 impl Progress {
@@ -57,6 +59,7 @@ impl Progress {
             inflights: VecDeque::new(),
             inflights_max,
             read_context_acked: 0,
+            snapshot_rounds: 0,
         }
     }
 
@@ -84,7 +87,20 @@ impl Progress {
 
     /// A snapshot at `pending_index` was sent.
     pub fn become_snapshot(&mut self, pending_index: LogIndex) {
+        self.snapshot_rounds = 0;
         self.reset_to(ProgressState::Snapshot { pending_index });
+    }
+
+    /// Called once per election timeout on the leader. A snapshot that went unanswered for a
+    /// whole round is presumed lost: back to probing, which sends it again. Without this a
+    /// lost snapshot message would stall the member forever.
+    pub fn on_election_round(&mut self) {
+        if let ProgressState::Snapshot { .. } = self.state {
+            self.snapshot_rounds += 1;
+            if self.snapshot_rounds >= 2 {
+                self.become_probe();
+            }
+        }
     }
 
     /// The member acknowledged entries up to `index`. Returns true if that is news.

@@ -15,7 +15,7 @@ use super::RaftCore;
 use crate::quorum::{self, VoteResult};
 use crate::ready::Role;
 use crate::storage::Storage;
-use crate::types::{EntryKind, Message, MessageBody, NodeId, Term};
+use crate::types::{EntryKind, LogIndex, Message, MessageBody, NodeId, Term};
 
 impl<S: Storage> RaftCore<S> {
     pub(super) fn tick_election(&mut self) {
@@ -36,6 +36,9 @@ impl<S: Storage> RaftCore<S> {
                 tracing::info!(id = ?self.config.id, term = ?self.term, "stepping down: quorum not heard from");
                 self.become_follower(self.term, None);
                 return;
+            }
+            for progress in self.progress.values_mut() {
+                progress.on_election_round();
             }
             if let Some(transferee) = self.lead_transferee.take() {
                 tracing::info!(id = ?self.config.id, ?transferee, "leadership transfer timed out");
@@ -201,10 +204,12 @@ impl<S: Storage> RaftCore<S> {
             MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
         );
         if stale_leader && (self.config.check_quorum || self.config.pre_vote) {
+            // Index 0 acknowledges nothing: should this reach the sender after it rose to
+            // our term, it must not count as a match (the simulator found that one).
             let body = MessageBody::AppendEntriesResponse {
                 reject: false,
-                index: self.log.last_index(),
-                hint_index: self.log.last_index(),
+                index: LogIndex(0),
+                hint_index: LogIndex(0),
                 hint_term: Term(0),
             };
             self.send(message.from, body);

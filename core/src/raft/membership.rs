@@ -107,6 +107,19 @@ impl<S: Storage> RaftCore<S> {
         Ok(())
     }
 
+    /// The caller reports whether a snapshot it sent to `to` arrived. A failure sends the
+    /// member back to probing (which sends a snapshot again if still needed).
+    pub fn report_snapshot(&mut self, to: NodeId, delivered: bool) {
+        let Some(progress) = self.progress.get_mut(&to) else {
+            return;
+        };
+        if let crate::progress::ProgressState::Snapshot { .. } = progress.state {
+            if !delivered {
+                progress.become_probe();
+            }
+        }
+    }
+
     /// The member leadership is being transferred to, if any.
     pub fn lead_transferee(&self) -> Option<NodeId> {
         self.lead_transferee
