@@ -1,1 +1,2 @@
-//! Placeholder; see DESIGN.md.
+//! `tessera-transport`: the wire format and the raw TCP transport.
+pub mod generated;
