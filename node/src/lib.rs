@@ -1,1 +1,7 @@
-//! Placeholder; see DESIGN.md.
+//! `tessera-node`: the Tessera storage node.
+//!
+//! Work in progress: the Region layer and the key-value state machine exist; the per-core
+//! Store, the executors, the client service and the placement driver come next.
+
+pub mod kv;
+pub mod region;
