@@ -198,6 +198,13 @@ impl<S: Storage> RaftCore<S> {
         }
     }
 
+    /// Starts an election now instead of waiting for the timeout (with pre-vote if
+    /// configured). A node uses it at startup so that a lone voter leads at once. Ignored on a
+    /// leader or a member that may not campaign.
+    pub fn campaign(&mut self) {
+        self.hup(false);
+    }
+
     /// Appends a client command. Returns the index it will have if it commits.
     ///
     /// # Errors
