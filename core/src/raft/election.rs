@@ -91,10 +91,10 @@ impl<S: Storage> RaftCore<S> {
             return;
         }
         let pre_vote = self.config.pre_vote && !transfer;
-        self.campaign(pre_vote, transfer);
+        self.start_campaign(pre_vote, transfer);
     }
 
-    fn campaign(&mut self, pre_vote: bool, transfer: bool) {
+    fn start_campaign(&mut self, pre_vote: bool, transfer: bool) {
         let campaign_term = if pre_vote {
             self.role = Role::PreCandidate;
             self.leader = None;
@@ -135,7 +135,7 @@ impl<S: Storage> RaftCore<S> {
     fn tally_votes(&mut self) -> VoteResult {
         let result = quorum::vote_result(&self.conf.voters, &self.votes);
         match (result, self.role) {
-            (VoteResult::Won, Role::PreCandidate) => self.campaign(false, false),
+            (VoteResult::Won, Role::PreCandidate) => self.start_campaign(false, false),
             (VoteResult::Won, Role::Candidate) => self.become_leader(),
             (VoteResult::Lost, _) => self.become_follower(self.term, None),
             _ => {}
