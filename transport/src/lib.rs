@@ -1,2 +1,29 @@
-//! `tessera-transport`: the wire format and the raw TCP transport.
+//! `tessera-transport`: Tessera's wire format and raw TCP transport.
+//!
+//! - [`frame`]: length-prefixed frames and the sans-I/O [`FrameDecoder`].
+//! - [`handshake`]: the [`Hello`] each side sends first (cluster id check).
+//! - [`raft_codec`]: one [`RaftBatch`](raft_codec::RaftBatchHeader) frame carries many
+//!   Regions' messages, converted to and from `tessera_core::Message`.
+//! - [`client`] and [`client_codec`]: the client protocol as plain Rust enums.
+//! - [`net`]: the glommio seam: per-peer outbound connections with batching and reconnect
+//!   backoff, and a listener whose read loops verify every frame.
+//!
+//! Every decoder runs the FlatBuffers verifier with the configured [`DecodeLimits`] and then
+//! checks semantic ranges, returning a [`TransportError`], never panicking, on any input.
+//! The byte layout is documented in `docs/protocol.md`.
+
+pub mod error;
+pub mod frame;
 pub mod generated;
+pub mod handshake;
+pub mod ids;
+pub mod limits;
+pub mod raft_codec;
+mod verify;
+
+pub use error::TransportError;
+pub use frame::{encode_frame, Frame, FrameDecoder, FrameType, FRAME_HEADER_BYTES};
+pub use handshake::{decode_hello, encode_hello, Hello, HelloRole, PROTOCOL_VERSION};
+pub use ids::{ClusterId, CoreId};
+pub use limits::DecodeLimits;
+pub use raft_codec::{decode_raft_batch, encode_raft_batch, RaftBatchHeader};
