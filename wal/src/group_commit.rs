@@ -1,0 +1,272 @@
+//! Group commit: appends queue up while a write is in flight and go out together in the next
+//! record, one write and one fdatasync for all of them.
+//!
+//! One flusher task per WAL owns the active segment. Appenders never touch the file:
+//!
+//! ```text
+//!  append ──► [queue: bounded by queue_bytes_max] ──► flusher: take ≤ batch_bytes_max
+//!    ▲                                                   │ write + fdatasync (one record)
+//!    └──── woken when durable_ticket ≥ its ticket ◄──────┘ apply to index, wake appenders
+//! ```
+//!
+//! Each append gets a ticket (a sequence number). The flusher writes appends in ticket order,
+//! so "durable up to ticket t" is one number. The index is updated by the flusher, not the
+//! appender, so an appender whose future is dropped cannot leave the index behind the disk.
+//!
+//! After a failed write or fdatasync the flusher stops and every waiting and future append
+//! fails with `WalError::Poisoned`: retrying an fdatasync after a failure can report success
+//! for data the kernel already dropped, so the only safe reaction is to stop and recover.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{Result, WalError};
+use crate::format::{RecordType, RECORD_HEADER_LEN};
+use crate::segment::ActiveSegment;
+use crate::wal::Shared;
+
+/// Counters of one WAL since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Appends that completed (durable).
+    pub appends: u64,
+    /// Group commits written: each is one write and one fdatasync.
+    pub flushes: u64,
+    /// Bytes handed to the disk, including block padding.
+    pub bytes_written: u64,
+    /// Segments created since open.
+    pub segments_created: u64,
+}
+
+struct Pending {
+    ticket: u64,
+    body: Vec<u8>,
+}
+
+/// The queue shared by appenders and the flusher.
+#[derive(Default)]
+pub(crate) struct Queue {
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    next_ticket: u64,
+    durable_ticket: u64,
+    failure: Option<String>,
+    closing: bool,
+    done_waiters: BTreeMap<u64, Waker>,
+    room_waiters: Vec<Waker>,
+    flusher: Option<Waker>,
+    pub(crate) stats: WalStats,
+}
+
+impl Queue {
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        if let Some(reason) = &self.failure {
+            return Err(WalError::Poisoned(reason.clone()));
+        }
+        if self.closing {
+            return Err(WalError::Closed);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn failure_reason(&self) -> Option<String> {
+        self.failure.clone()
+    }
+
+    /// Marks the WAL closing and wakes the flusher so it drains and stops.
+    pub(crate) fn close(&mut self) {
+        self.closing = true;
+        if let Some(waker) = self.flusher.take() {
+            waker.wake();
+        }
+    }
+
+    fn push(&mut self, body: Vec<u8>) -> u64 {
+        self.next_ticket += 1;
+        self.pending_bytes += body.len();
+        self.pending.push_back(Pending {
+            ticket: self.next_ticket,
+            body,
+        });
+        if let Some(waker) = self.flusher.take() {
+            waker.wake();
+        }
+        self.next_ticket
+    }
+
+    /// Takes queued bodies for one record: at least one, then more while the total stays
+    /// within `bytes_max`. Returns them and the last ticket taken.
+    fn take(&mut self, bytes_max: usize) -> (Vec<Vec<u8>>, u64) {
+        let mut bodies = Vec::new();
+        let mut total = 0;
+        let mut last_ticket = self.durable_ticket;
+        while let Some(next) = self.pending.front() {
+            if !bodies.is_empty() && total + next.body.len() > bytes_max {
+                break;
+            }
+            let next = self.pending.pop_front().expect("front exists");
+            total += next.body.len();
+            last_ticket = next.ticket;
+            bodies.push(next.body);
+        }
+        self.pending_bytes -= total;
+        for waker in self.room_waiters.drain(..) {
+            waker.wake();
+        }
+        (bodies, last_ticket)
+    }
+
+    fn mark_durable(&mut self, ticket: u64, appends: usize) {
+        assert!(ticket >= self.durable_ticket, "durable ticket went back");
+        self.durable_ticket = ticket;
+        self.stats.appends += appends as u64;
+        let later = self.done_waiters.split_off(&(ticket + 1));
+        for (_, waker) in std::mem::replace(&mut self.done_waiters, later) {
+            waker.wake();
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.failure = Some(reason);
+        for (_, waker) in std::mem::take(&mut self.done_waiters) {
+            waker.wake();
+        }
+        for waker in self.room_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// Queues `body` once the queue has room, then waits until it is durable.
+pub(crate) async fn append(
+    queue: &RefCell<Queue>,
+    body: Vec<u8>,
+    queue_bytes_max: usize,
+) -> Result<()> {
+    let len = body.len();
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        let mut q = queue.borrow_mut();
+        if let Err(e) = q.check_usable() {
+            return Poll::Ready(Err(e));
+        }
+        if q.pending.is_empty() || q.pending_bytes + len <= queue_bytes_max {
+            return Poll::Ready(Ok(()));
+        }
+        q.room_waiters.push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await?;
+    let ticket = queue.borrow_mut().push(body);
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        let mut q = queue.borrow_mut();
+        if q.durable_ticket >= ticket {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(reason) = &q.failure {
+            return Poll::Ready(Err(WalError::Poisoned(reason.clone())));
+        }
+        q.done_waiters.insert(ticket, cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// The flusher task: runs until the WAL closes (after draining the queue) or a write fails.
+pub(crate) async fn run_flusher(shared: Rc<Shared>, mut segment: ActiveSegment) {
+    loop {
+        let has_work = std::future::poll_fn(|cx: &mut Context<'_>| {
+            let mut q = shared.queue.borrow_mut();
+            if !q.pending.is_empty() {
+                return Poll::Ready(true);
+            }
+            if q.closing {
+                return Poll::Ready(false);
+            }
+            q.flusher = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if !has_work {
+            break;
+        }
+        gather_delay(&shared).await;
+        let bytes_max = shared
+            .options
+            .batch_bytes_max
+            .min(shared.options.record_body_bytes_max());
+        let (bodies, last_ticket) = shared.queue.borrow_mut().take(bytes_max);
+        match flush(&shared, &mut segment, &bodies).await {
+            Ok(()) => shared
+                .queue
+                .borrow_mut()
+                .mark_durable(last_ticket, bodies.len()),
+            Err(error) => {
+                tracing::error!(%error, "WAL write failed; the WAL accepts no more appends");
+                shared.queue.borrow_mut().fail(error.to_string());
+                return;
+            }
+        }
+    }
+    if let Err(error) = segment.close().await {
+        tracing::warn!(%error, "closing the active WAL segment failed");
+    }
+}
+
+/// Lets appends that are already runnable join this write: wait `batch_wait_max` if set,
+/// else yield once to the executor's run queue.
+async fn gather_delay(shared: &Shared) {
+    let wait = shared.options.batch_wait_max;
+    let full = shared.queue.borrow().pending_bytes >= shared.options.batch_bytes_max;
+    if full {
+        return;
+    }
+    if wait.is_zero() {
+        YieldNow(false).await;
+    } else {
+        glommio::timer::sleep(wait).await;
+    }
+}
+
+async fn flush(shared: &Shared, segment: &mut ActiveSegment, bodies: &[Vec<u8>]) -> Result<()> {
+    let body_len: usize = bodies.iter().map(Vec::len).sum();
+    if (RECORD_HEADER_LEN + body_len) as u64 > segment.room() {
+        shared.rotate(segment).await?;
+    }
+    let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    let written = segment.write_record(RecordType::Batch, &slices).await?;
+    let view = written.view();
+    if let Err(reason) = shared
+        .index
+        .borrow_mut()
+        .apply_record(written.segment(), &view)
+    {
+        panic!(
+            "segment {} offset {}: a batch does not fit the log (programmer error): {reason}",
+            written.segment(),
+            view.offset
+        );
+    }
+    let mut q = shared.queue.borrow_mut();
+    q.stats.flushes += 1;
+    q.stats.bytes_written += written.buffer_len() as u64;
+    Ok(())
+}
+
+/// Returns `Pending` once after waking itself: the task goes to the back of the run queue.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,74 @@
+//! `WalOptions`: every size and bound of one WAL, with defaults for production.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Result, WalError};
+use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+
+/// Alignment of every write (O_DIRECT needs the logical block size; 4 KiB covers all
+/// current devices and matches the page size).
+pub const WRITE_ALIGNMENT_BYTES: u64 = 4096;
+
+/// How one WAL is laid out and how group commit is bounded.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// The directory holding the segment files (created if missing).
+    pub dir: PathBuf,
+    /// Size of every segment file, preallocated when the segment is created.
+    pub segment_size_bytes: u64,
+    /// Group commit stops adding appends to a write once it holds this many bytes (one
+    /// append larger than this is still written, alone).
+    pub batch_bytes_max: usize,
+    /// How long the flusher waits for more appends before it writes. Zero writes as soon as
+    /// the appends already runnable have been queued; coalescing then comes only from appends
+    /// that arrive while a write is in flight, which is usually what you want.
+    pub batch_wait_max: Duration,
+    /// Appends queued but not yet written are bounded by this many bytes; further appends
+    /// wait (back-pressure) until a write makes room.
+    pub queue_bytes_max: usize,
+}
+
+impl WalOptions {
+    /// Production defaults for a WAL in `dir`: 64 MiB segments, 1 MiB group commits.
+    pub fn new(dir: impl Into<PathBuf>) -> WalOptions {
+        WalOptions {
+            dir: dir.into(),
+            segment_size_bytes: 64 << 20,
+            batch_bytes_max: 1 << 20,
+            batch_wait_max: Duration::ZERO,
+            queue_bytes_max: 16 << 20,
+        }
+    }
+
+    /// The largest encoded batch one append may carry: half a segment's room, so a new
+    /// segment always has space for its checkpoint record and the batch that started it.
+    pub fn record_body_bytes_max(&self) -> usize {
+        let room = self.segment_size_bytes as usize - SEGMENT_HEADER_LEN;
+        (room / 2 - RECORD_HEADER_LEN).min(u32::MAX as usize)
+    }
+
+    /// Checks that the options can work.
+    ///
+    /// # Errors
+    /// `InvalidOptions` naming the offending field.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: &str| Err(WalError::InvalidOptions(reason.to_string()));
+        if self.segment_size_bytes < 4 * WRITE_ALIGNMENT_BYTES {
+            return invalid("segment_size_bytes must be at least 16 KiB");
+        }
+        if !self.segment_size_bytes.is_multiple_of(WRITE_ALIGNMENT_BYTES) {
+            return invalid("segment_size_bytes must be a multiple of 4 KiB");
+        }
+        if self.segment_size_bytes > u32::MAX as u64 {
+            return invalid("segment_size_bytes must be below 4 GiB");
+        }
+        if self.batch_bytes_max == 0 {
+            return invalid("batch_bytes_max must be positive");
+        }
+        if self.queue_bytes_max < self.batch_bytes_max {
+            return invalid("queue_bytes_max must be at least batch_bytes_max");
+        }
+        Ok(())
+    }
+}

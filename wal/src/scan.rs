@@ -1,0 +1,367 @@
+//! Reading segment files through `memmap2`: the code recovery and the `tessera-wal` tool share.
+//!
+//! Nothing here writes. [`SegmentReader`] maps one segment and steps through its records;
+//! [`scan_dir`] walks every segment in order and applies the recovery rules:
+//!
+//! 1. Segment files form one run of consecutive sequence numbers (a purged prefix is fine; a
+//!    hole is [`WalError::MissingSegment`]), and each header names its own sequence number.
+//! 2. In every segment but the newest, the records are followed only by zeros. Any damaged
+//!    record there is [`WalError::Corruption`] naming segment and offset.
+//! 3. In the newest segment, a damaged record with nothing valid after it is a torn tail: the
+//!    last write did not finish before a crash. It is reported and the caller cuts it. If a
+//!    valid record follows the damage, an earlier record was damaged: corruption.
+//! 4. A record whose checksum matches but whose body does not decode is corruption wherever
+//!    it is: a complete write cannot be torn.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Result, WalError};
+use crate::format::{
+    self, decode_body, record_crc, Item, RecordHeader, RecordType, SegmentSeq, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
+
+/// A segment file found in a WAL directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentFile {
+    pub seq: SegmentSeq,
+    pub path: PathBuf,
+}
+
+/// Lists the segment files of `dir` in sequence order and checks that they are consecutive.
+/// Other files (snapshots, temporary files) are ignored.
+///
+/// # Errors
+/// `Io` if the directory cannot be read, `MissingSegment` on a hole in the sequence.
+pub fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>> {
+    let read_dir = std::fs::read_dir(dir).map_err(|e| WalError::io("read directory", dir, e))?;
+    let mut segments = Vec::new();
+    for dir_entry in read_dir {
+        let dir_entry = dir_entry.map_err(|e| WalError::io("read directory", dir, e))?;
+        let name = dir_entry.file_name();
+        if let Some(seq) = name.to_str().and_then(SegmentSeq::from_file_name) {
+            segments.push(SegmentFile {
+                seq,
+                path: dir_entry.path(),
+            });
+        }
+    }
+    segments.sort_by_key(|segment| segment.seq);
+    for pair in segments.windows(2) {
+        if pair[1].seq != pair[0].seq.next() {
+            return Err(WalError::MissingSegment {
+                dir: dir.to_path_buf(),
+                previous: pair[0].seq,
+                expected: pair[0].seq.next(),
+                found: pair[1].seq,
+            });
+        }
+    }
+    Ok(segments)
+}
+
+/// One record read from a segment, checksum verified and body decoded.
+#[derive(Debug)]
+pub struct RecordView<'a> {
+    /// Byte offset of the record header in the segment file.
+    pub offset: u64,
+    pub record_type: RecordType,
+    pub body: &'a [u8],
+    pub items: Vec<Item<'a>>,
+}
+
+impl RecordView<'_> {
+    /// Byte offset of the body in the segment file.
+    pub fn body_offset(&self) -> u64 {
+        self.offset + RECORD_HEADER_LEN as u64
+    }
+
+    /// Bytes the record takes (header and body).
+    pub fn len(&self) -> u64 {
+        (RECORD_HEADER_LEN + self.body.len()) as u64
+    }
+
+    /// True for a record with an empty body (never written, but part of the API contract).
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+}
+
+/// What is at one position of a segment.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// A valid record.
+    Record(RecordView<'a>),
+    /// The end of the log in this segment: only zeros follow.
+    End,
+    /// Damaged bytes. `complete` is true when the record's checksum matched (so it is not a
+    /// torn write) but its body did not decode.
+    Damaged { reason: String, complete: bool },
+}
+
+/// A mapped segment file.
+pub struct SegmentReader {
+    seq: SegmentSeq,
+    path: PathBuf,
+    map: Option<Mmap>,
+}
+
+impl SegmentReader {
+    /// Maps `segment` and checks its header.
+    ///
+    /// # Errors
+    /// `Io` on open or map failure, `Corruption` at offset 0 for a bad header,
+    /// `MisnamedSegment` if the header names another sequence number.
+    pub fn open(segment: &SegmentFile) -> Result<SegmentReader> {
+        let file = File::open(&segment.path)
+            .map_err(|e| WalError::io("open segment", &segment.path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| WalError::io("stat segment", &segment.path, e))?
+            .len();
+        // SAFETY: the WAL never truncates or shrinks a segment file while it may be mapped;
+        // only the tool's `repair` writes into one, and only while no WAL has it open.
+        let map = if len == 0 {
+            None
+        } else {
+            Some(
+                unsafe { Mmap::map(&file) }
+                    .map_err(|e| WalError::io("map segment", &segment.path, e))?,
+            )
+        };
+        let reader = SegmentReader {
+            seq: segment.seq,
+            path: segment.path.clone(),
+            map,
+        };
+        let in_header = format::decode_segment_header(reader.bytes())
+            .map_err(|reason| WalError::corruption(segment.seq, 0, reason))?;
+        if in_header != segment.seq {
+            return Err(WalError::MisnamedSegment {
+                path: segment.path.clone(),
+                in_name: segment.seq,
+                in_header,
+            });
+        }
+        Ok(reader)
+    }
+
+    /// The segment's sequence number.
+    pub fn seq(&self) -> SegmentSeq {
+        self.seq
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All bytes of the file.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// File length in bytes.
+    pub fn len(&self) -> u64 {
+        self.bytes().len() as u64
+    }
+
+    /// True for an empty file (which `open` rejects, so never for an open reader).
+    pub fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
+    /// Offset of the first record.
+    pub fn first_record_offset(&self) -> u64 {
+        SEGMENT_HEADER_LEN as u64
+    }
+
+    /// Reads what is at `offset`, which must be a record boundary.
+    pub fn step(&self, offset: u64) -> Step<'_> {
+        let bytes = self.bytes();
+        let pos = offset as usize;
+        if pos + RECORD_HEADER_LEN > bytes.len() || bytes[pos..pos + RECORD_HEADER_LEN] == [0; 12] {
+            return match self.first_nonzero(offset) {
+                None => Step::End,
+                Some(at) => Step::Damaged {
+                    reason: format!("non-zero bytes at offset {at} after the last record"),
+                    complete: false,
+                },
+            };
+        }
+        match self.record_at(pos) {
+            Ok(record) => Step::Record(record),
+            Err((reason, complete)) => Step::Damaged { reason, complete },
+        }
+    }
+
+    fn record_at(&self, pos: usize) -> Result<RecordView<'_>, (String, bool)> {
+        let bytes = self.bytes();
+        let header_bytes = &bytes[pos..pos + RECORD_HEADER_LEN];
+        if !RecordHeader::plausible(header_bytes) {
+            return Err(("malformed record header".to_string(), false));
+        }
+        let header = RecordHeader::read(header_bytes);
+        let body_start = pos + RECORD_HEADER_LEN;
+        let body_end = body_start + header.body_len as usize;
+        if body_end > bytes.len() {
+            return Err((
+                format!("record length {} runs past the end", header.body_len),
+                false,
+            ));
+        }
+        let body = &bytes[body_start..body_end];
+        if record_crc(self.seq, pos as u64, header_bytes, body) != header.crc {
+            return Err(("record checksum mismatch".to_string(), false));
+        }
+        let record_type = RecordType::from_code(header.type_code).expect("checked plausible");
+        let items = decode_body(body).map_err(|(at, reason)| {
+            (
+                format!("undecodable body at body offset {at}: {reason}"),
+                true,
+            )
+        })?;
+        Ok(RecordView {
+            offset: pos as u64,
+            record_type,
+            body,
+            items,
+        })
+    }
+
+    /// The offset of the first valid record after `offset`, searching byte by byte. Used to
+    /// tell a torn tail (nothing valid follows) from damage in the middle of the log.
+    pub fn find_valid_record_after(&self, offset: u64) -> Option<u64> {
+        let bytes = self.bytes();
+        let last = bytes.len().checked_sub(RECORD_HEADER_LEN)?;
+        ((offset as usize + 1)..=last)
+            .filter(|&pos| RecordHeader::plausible(&bytes[pos..]))
+            .find(|&pos| self.record_at(pos).is_ok())
+            .map(|pos| pos as u64)
+    }
+
+    /// The first non-zero byte at or after `offset`.
+    pub fn first_nonzero(&self, offset: u64) -> Option<u64> {
+        let bytes = self.bytes();
+        let start = (offset as usize).min(bytes.len());
+        bytes[start..]
+            .iter()
+            .position(|&b| b != 0)
+            .map(|at| (start + at) as u64)
+    }
+
+    /// One past the last non-zero byte at or after `offset` (or `offset` if all are zero).
+    pub fn end_of_nonzero(&self, offset: u64) -> u64 {
+        let bytes = self.bytes();
+        let start = (offset as usize).min(bytes.len());
+        bytes[start..]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(offset, |at| (start + at + 1) as u64)
+    }
+}
+
+/// A torn tail found (and, by `Wal::open`, cut) in the newest segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    pub segment: SegmentSeq,
+    /// Where the valid log ends and the cut starts.
+    pub offset: u64,
+    /// How many bytes from `offset` to the last non-zero byte were cut.
+    pub bytes: u64,
+    /// What was wrong with the bytes at `offset`.
+    pub reason: String,
+}
+
+/// What [`scan_dir`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirScan {
+    /// The segments, oldest first.
+    pub segments: Vec<SegmentFile>,
+    /// Valid records read, over all segments.
+    pub records: u64,
+    /// End of the valid log in the newest segment (where the next record goes).
+    pub end_offset: u64,
+    /// The newest segment's file length.
+    pub newest_len: u64,
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Reads every record of every segment of `dir` in order, calling `visit` for each, and
+/// applies the recovery rules of this module.
+///
+/// # Errors
+/// `Io`, `MissingSegment`, `MisnamedSegment`, `Corruption` as described in the module docs,
+/// and whatever `visit` returns.
+pub fn scan_dir(
+    dir: &Path,
+    mut visit: impl FnMut(&SegmentReader, &RecordView<'_>) -> Result<()>,
+) -> Result<DirScan> {
+    let segments = list_segments(dir)?;
+    let mut scan = DirScan::default();
+    for (i, segment) in segments.iter().enumerate() {
+        let newest = i + 1 == segments.len();
+        let reader = SegmentReader::open(segment)?;
+        let mut offset = reader.first_record_offset();
+        loop {
+            match reader.step(offset) {
+                Step::Record(record) => {
+                    visit(&reader, &record)?;
+                    scan.records += 1;
+                    offset += record.len();
+                }
+                Step::End => break,
+                Step::Damaged { reason, complete } => {
+                    scan.torn_tail =
+                        Some(classify_damage(&reader, offset, reason, complete, newest)?);
+                    break;
+                }
+            }
+        }
+        if newest {
+            scan.end_offset = offset;
+            scan.newest_len = reader.len();
+        }
+    }
+    scan.segments = segments;
+    Ok(scan)
+}
+
+/// Decides whether damage at `offset` is a torn tail (returned) or corruption (an error).
+fn classify_damage(
+    reader: &SegmentReader,
+    offset: u64,
+    reason: String,
+    complete: bool,
+    newest: bool,
+) -> Result<TornTail> {
+    let seq = reader.seq();
+    if complete {
+        return Err(WalError::corruption(seq, offset, reason));
+    }
+    if !newest {
+        return Err(WalError::corruption(
+            seq,
+            offset,
+            format!("{reason} (not the newest segment, so not a torn tail)"),
+        ));
+    }
+    if let Some(next) = reader.find_valid_record_after(offset) {
+        return Err(WalError::corruption(
+            seq,
+            offset,
+            format!(
+                "{reason}; a valid record follows at offset {next}, so this is not a torn tail"
+            ),
+        ));
+    }
+    Ok(TornTail {
+        segment: seq,
+        offset,
+        bytes: reader.end_of_nonzero(offset) - offset,
+        reason,
+    })
+}

@@ -1,0 +1,368 @@
+//! The active segment: the one file the WAL appends to, through a glommio DMA file.
+//!
+//! Writes go through io_uring with O_DIRECT, so every write covers whole 4 KiB blocks. The
+//! partial last block (the "tail") is kept in memory; each write starts at the tail's block,
+//! rewriting the tail's bytes unchanged, then the new record, then zeros to the block end.
+//! One record is one write and one fdatasync.
+//!
+//! A new segment is born complete (numbered list = order of operations):
+//! 1. create `<name>.tmp`, preallocate `segment_size_bytes`,
+//! 2. write the header and the checkpoint record, fdatasync,
+//! 3. rename to `<name>`, fsync the directory.
+//!
+//! So a segment file with its final name always has a valid header and checkpoint, and a
+//! crash mid-way leaves only a `.tmp` file, which `Wal::open` deletes.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+
+use crate::error::{Result, WalError};
+use crate::format::{
+    self, decode_body, RecordType, SegmentSeq, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::options::WRITE_ALIGNMENT_BYTES;
+use crate::scan::RecordView;
+
+fn align_down(offset: u64) -> u64 {
+    offset - offset % WRITE_ALIGNMENT_BYTES
+}
+
+fn align_up(offset: u64) -> u64 {
+    align_down(offset + WRITE_ALIGNMENT_BYTES - 1)
+}
+
+fn io_error<T>(op: &'static str, path: &Path) -> impl FnOnce(glommio::GlommioError<T>) -> WalError {
+    let path = path.to_path_buf();
+    move |e| WalError::io(op, path, std::io::Error::from(e))
+}
+
+/// The path of segment `seq` in `dir`.
+pub fn segment_path(dir: &Path, seq: SegmentSeq) -> PathBuf {
+    dir.join(seq.file_name())
+}
+
+/// Fsyncs a directory, making file creations, renames and deletions in it durable.
+///
+/// # Errors
+/// `Io` naming the directory.
+pub async fn sync_dir(dir: &Path) -> Result<()> {
+    let handle = glommio::io::Directory::open(dir)
+        .await
+        .map_err(io_error("open directory", dir))?;
+    handle
+        .sync()
+        .await
+        .map_err(io_error("fsync directory", dir))?;
+    handle
+        .close()
+        .await
+        .map_err(io_error("close directory", dir))
+}
+
+/// A record that was just made durable, with the bytes it was written from.
+pub struct WrittenRecord {
+    buffer: Rc<DmaBuffer>,
+    segment: SegmentSeq,
+    /// File offset of the buffer's first byte.
+    buffer_offset: u64,
+    /// File offset of the record.
+    record_offset: u64,
+    record_type: RecordType,
+    body_len: usize,
+}
+
+impl WrittenRecord {
+    /// The segment the record went to.
+    pub fn segment(&self) -> SegmentSeq {
+        self.segment
+    }
+
+    /// Bytes written to the disk for this record (whole blocks).
+    pub fn buffer_len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The record, decoded from the written bytes.
+    ///
+    /// # Panics
+    /// If the bytes this WAL encoded do not decode (a bug).
+    pub fn view(&self) -> RecordView<'_> {
+        let start = (self.record_offset - self.buffer_offset) as usize + RECORD_HEADER_LEN;
+        let body = &self.buffer.as_bytes()[start..start + self.body_len];
+        let items = decode_body(body).unwrap_or_else(|(at, reason)| {
+            panic!(
+                "segment {} offset {}: freshly encoded body does not decode at {at}: {reason}",
+                self.segment, self.record_offset
+            )
+        });
+        RecordView {
+            offset: self.record_offset,
+            record_type: self.record_type,
+            body,
+            items,
+        }
+    }
+}
+
+/// The segment being appended to.
+pub struct ActiveSegment {
+    seq: SegmentSeq,
+    path: PathBuf,
+    file: DmaFile,
+    len: u64,
+    write_pos: u64,
+    /// Bytes `[align_down(write_pos), write_pos)`, rewritten by the next write.
+    tail: Vec<u8>,
+}
+
+impl ActiveSegment {
+    /// Creates segment `seq` in `dir` holding a checkpoint record with `checkpoint_body`,
+    /// following the steps in the module docs.
+    ///
+    /// # Errors
+    /// `Io` for any failed step.
+    pub async fn create(
+        dir: &Path,
+        seq: SegmentSeq,
+        len: u64,
+        checkpoint_body: &[u8],
+    ) -> Result<ActiveSegment> {
+        let path = segment_path(dir, seq);
+        let tmp_path = dir.join(format!("{}.tmp", seq.file_name()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(&tmp_path)
+            .await
+            .map_err(io_error("create segment", &tmp_path))?;
+        file.pre_allocate(len, false)
+            .await
+            .map_err(io_error("preallocate segment", &tmp_path))?;
+        let mut segment = ActiveSegment {
+            seq,
+            path: tmp_path.clone(),
+            file,
+            len,
+            write_pos: SEGMENT_HEADER_LEN as u64,
+            tail: format::encode_segment_header(seq).to_vec(),
+        };
+        segment
+            .write_record(RecordType::Checkpoint, &[checkpoint_body])
+            .await?;
+        std::fs::rename(&tmp_path, &path)
+            .map_err(|e| WalError::io("rename segment", &tmp_path, e))?;
+        segment.path = path;
+        sync_dir(dir).await?;
+        Ok(segment)
+    }
+
+    /// Reopens segment `seq` for appending after recovery. The valid log ends at
+    /// `end_offset`; bytes `[end_offset, cut_end)` are a torn tail to overwrite with zeros
+    /// (pass `cut_end == end_offset` when there is none).
+    ///
+    /// # Errors
+    /// `Io` for a failed open, read or write.
+    pub async fn reopen(
+        path: &Path,
+        seq: SegmentSeq,
+        end_offset: u64,
+        cut_end: u64,
+    ) -> Result<ActiveSegment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(path)
+            .await
+            .map_err(io_error("open segment", path))?;
+        let len = file
+            .file_size()
+            .await
+            .map_err(io_error("stat segment", path))?;
+        let tail_start = align_down(end_offset);
+        let mut tail = vec![0u8; (end_offset - tail_start) as usize];
+        // A plain pread: glommio's O_DIRECT read is not supported on every file system, and
+        // this runs once per open.
+        let reader =
+            std::fs::File::open(path).map_err(|e| WalError::io("open segment", path, e))?;
+        std::os::unix::fs::FileExt::read_exact_at(&reader, &mut tail, tail_start)
+            .map_err(|e| WalError::io("read segment tail", path, e))?;
+        let mut segment = ActiveSegment {
+            seq,
+            path: path.to_path_buf(),
+            file,
+            len,
+            write_pos: end_offset,
+            tail,
+        };
+        if cut_end > end_offset {
+            segment.zero_range(cut_end).await?;
+        }
+        Ok(segment)
+    }
+
+    /// Overwrites `[write_pos, cut_end)` with zeros (keeping the tail), then fdatasyncs.
+    async fn zero_range(&mut self, cut_end: u64) -> Result<()> {
+        const CHUNK_BYTES: u64 = 256 << 10;
+        let mut start = align_down(self.write_pos);
+        let end = align_up(cut_end).min(self.len);
+        while start < end {
+            let chunk = (end - start).min(CHUNK_BYTES);
+            let mut buffer = self.file.alloc_dma_buffer(chunk as usize);
+            buffer.as_bytes_mut().fill(0);
+            if start == align_down(self.write_pos) {
+                buffer.as_bytes_mut()[..self.tail.len()].copy_from_slice(&self.tail);
+            }
+            self.write_all(buffer, start, "zero torn tail").await?;
+            start += chunk;
+        }
+        self.file
+            .fdatasync()
+            .await
+            .map_err(io_error("fdatasync", &self.path))
+    }
+
+    /// The segment's sequence number.
+    pub fn seq(&self) -> SegmentSeq {
+        self.seq
+    }
+
+    /// Bytes still free.
+    pub fn room(&self) -> u64 {
+        self.len - self.write_pos
+    }
+
+    /// Writes one record whose body is `bodies` concatenated, then fdatasyncs. One write, one
+    /// fdatasync.
+    ///
+    /// # Errors
+    /// `Io` for a failed or short write or a failed fdatasync. The caller must not retry:
+    /// see `WalError::Poisoned`.
+    ///
+    /// # Panics
+    /// If the record does not fit in the segment (the caller checks `room` first).
+    pub async fn write_record(
+        &mut self,
+        record_type: RecordType,
+        bodies: &[&[u8]],
+    ) -> Result<WrittenRecord> {
+        let body_len: usize = bodies.iter().map(|body| body.len()).sum();
+        let record_len = (RECORD_HEADER_LEN + body_len) as u64;
+        assert!(
+            record_len <= self.room(),
+            "segment {}: record of {record_len} bytes does not fit in {} bytes",
+            self.seq,
+            self.room()
+        );
+        let record_offset = self.write_pos;
+        let buffer_offset = align_down(record_offset);
+        let end = record_offset + record_len;
+        let mut buffer = self
+            .file
+            .alloc_dma_buffer((align_up(end) - buffer_offset) as usize);
+        let bytes = buffer.as_bytes_mut();
+        let tail_len = self.tail.len();
+        bytes[..tail_len].copy_from_slice(&self.tail);
+        fill_record(
+            &mut bytes[tail_len..],
+            self.seq,
+            record_offset,
+            record_type,
+            bodies,
+        );
+        bytes[tail_len + record_len as usize..].fill(0);
+        let buffer = Rc::new(buffer);
+        self.write_all_rc(buffer.clone(), buffer_offset).await?;
+        self.file
+            .fdatasync()
+            .await
+            .map_err(io_error("fdatasync", &self.path))?;
+        let new_tail_start = (align_down(end) - buffer_offset) as usize;
+        self.tail = buffer.as_bytes()[new_tail_start..(end - buffer_offset) as usize].to_vec();
+        self.write_pos = end;
+        Ok(WrittenRecord {
+            buffer,
+            segment: self.seq,
+            buffer_offset,
+            record_offset,
+            record_type,
+            body_len,
+        })
+    }
+
+    async fn write_all(&self, buffer: DmaBuffer, offset: u64, op: &'static str) -> Result<()> {
+        let expected = buffer.len();
+        let written = self
+            .file
+            .write_at(buffer, offset)
+            .await
+            .map_err(io_error(op, &self.path))?;
+        check_full_write(written, expected, &self.path)
+    }
+
+    async fn write_all_rc(&self, buffer: Rc<DmaBuffer>, offset: u64) -> Result<()> {
+        let expected = buffer.len();
+        let written = self
+            .file
+            .write_rc_at(buffer, offset)
+            .await
+            .map_err(io_error("write record", &self.path))?;
+        check_full_write(written, expected, &self.path)
+    }
+
+    /// Closes the file.
+    ///
+    /// # Errors
+    /// `Io` if close fails.
+    pub async fn close(self) -> Result<()> {
+        self.file
+            .close()
+            .await
+            .map_err(io_error("close segment", &self.path))
+    }
+}
+
+/// A short O_DIRECT write (out of space, say) is treated as a failed write: the WAL is then
+/// poisoned rather than retried, like a failed fdatasync.
+fn check_full_write(written: usize, expected: usize, path: &Path) -> Result<()> {
+    if written == expected {
+        return Ok(());
+    }
+    Err(WalError::io(
+        "write record",
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {written} of {expected} bytes"),
+        ),
+    ))
+}
+
+/// Writes a record header and `bodies` into the start of `out`, with the checksum.
+fn fill_record(
+    out: &mut [u8],
+    seq: SegmentSeq,
+    offset: u64,
+    record_type: RecordType,
+    bodies: &[&[u8]],
+) {
+    let mut pos = RECORD_HEADER_LEN;
+    for body in bodies {
+        out[pos..pos + body.len()].copy_from_slice(body);
+        pos += body.len();
+    }
+    let body_len = u32::try_from(pos - RECORD_HEADER_LEN).expect("record body exceeds u32::MAX");
+    out[0..4].copy_from_slice(&body_len.to_le_bytes());
+    out[4..8].fill(0);
+    out[8] = record_type.code();
+    out[9..12].fill(0);
+    let crc = format::record_crc(
+        seq,
+        offset,
+        &out[..RECORD_HEADER_LEN],
+        &out[RECORD_HEADER_LEN..pos],
+    );
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+}
