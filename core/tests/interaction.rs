@@ -8,7 +8,7 @@
 //! Commands (node ids are numbers; `(1,2)` is a list):
 //! - `add-nodes N [voters=(..)] [learners=(..)] [pre-vote=B] [check-quorum=B] [inflight=N]
 //!   [max-msg-bytes=N]`: new nodes with the next ids; without `voters` they start empty.
-//! - `campaign ID`: tick until the node's election timeout fires.
+//! - `campaign ID`: start an election now, as if the election timeout fired.
 //! - `tick ID [N]`, `tick-election ID`, `tick-heartbeat ID`: logical time.
 //! - `propose ID DATA`, `propose-conf-change ID add-learner|add-voter|remove NODE`,
 //!   `read-index ID id=N`, `transfer-leader FROM TO`: client calls.
@@ -16,7 +16,8 @@
 //!   `persist ID`: persist the held Ready, then send its `persisted_messages`, apply, advance;
 //!   `process-ready [ID...]`: both at once.
 //! - `deliver-msgs [ID...] [drop=(..)]`: step queued messages into their receivers.
-//! - `stabilize`: process Readies and deliver messages until nothing moves.
+//! - `stabilize [ID...]`: process Readies and deliver messages until nothing moves (among
+//!   the listed nodes; messages to others stay queued).
 //! - `partition (..) (..)`, `isolate ID [in|out]`, `heal`: cut links (messages are lost).
 //! - `crash ID` (lose everything not persisted), `restart ID`, `compact ID`.
 //! - `raft-state`, `log ID`, `progress ID`: inspection.
@@ -94,4 +95,12 @@ macro_rules! scenarios {
     };
 }
 
-scenarios!(basic_election);
+scenarios!(
+    ack_after_persist,
+    basic_election,
+    conf_change_needs_commit_in_term,
+    no_campaign_with_unapplied_conf_change,
+    prevote_check_quorum_asymmetric,
+    read_index,
+    vote_after_persist,
+);

@@ -28,14 +28,14 @@ impl<S: Storage> RaftCore<S> {
     /// or would leave no voter.
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<LogIndex, RaftError> {
         self.check_can_propose()?;
-        if self.pending_conf_index > self.log.applied() {
-            return Err(RaftError::ProposalDropped {
-                reason: "an earlier membership change is not applied yet",
-            });
-        }
         if self.log.term_or_zero(self.log.committed()) != self.term {
             return Err(RaftError::ProposalDropped {
                 reason: "leader has not committed an entry of its term yet",
+            });
+        }
+        if self.pending_conf_index > self.log.applied() {
+            return Err(RaftError::ProposalDropped {
+                reason: "an earlier membership change is not applied yet",
             });
         }
         validate_change(&self.conf, change)?;
