@@ -5,3 +5,5 @@
 
 pub mod kv;
 pub mod region;
+pub mod request;
+pub mod store;

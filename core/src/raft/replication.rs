@@ -206,7 +206,10 @@ impl<S: Storage> RaftCore<S> {
         }
         progress.read_context_acked = progress.read_context_acked.max(read_context);
         if progress.match_index < last {
-            self.send_append(from, false);
+            // Even with nothing new to send, an empty append probes the follower's log: if
+            // appends in flight were lost, it rejects and replication restarts from its match
+            // point (the store test of a node returning from an outage found this).
+            self.send_append(from, true);
         }
         self.confirm_reads();
     }

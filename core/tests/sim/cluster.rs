@@ -78,15 +78,17 @@ pub struct Cluster {
     pub crash_in_ready_permille: u64,
     /// Print every event (set by `TESSERA_SIM_TRACE=1` when replaying a seed).
     pub trace: bool,
+    /// The pipeline window of this run: small windows fill up, large ones never do.
+    inflight_msgs_max: usize,
 }
 
 const IN_FLIGHT_MAX: usize = 4096;
 
-fn sim_config(id: NodeId, seed: u64) -> Config {
+fn sim_config(id: NodeId, seed: u64, inflight_msgs_max: usize) -> Config {
     let mut config = Config::new(id);
     config.election_timeout_ticks = 10;
     config.heartbeat_interval_ticks = 2;
-    config.inflight_msgs_max = 8;
+    config.inflight_msgs_max = inflight_msgs_max;
     config.msg_bytes_max = 4096;
     config.seed = seed;
     config
@@ -96,10 +98,11 @@ impl Cluster {
     /// `voters` founding voters with ids 1..=voters.
     pub fn new(voters: u64, seed: u64) -> Cluster {
         let mut rng = SplitMix64::new(seed);
+        let inflight_msgs_max = [1, 8, 256][rng.range(0, 3) as usize];
         let conf = ConfState::with_voters((1..=voters).map(NodeId));
         let mut nodes = BTreeMap::new();
         for id in (1..=voters).map(NodeId) {
-            let config = sim_config(id, rng.next_u64());
+            let config = sim_config(id, rng.next_u64(), inflight_msgs_max);
             let core = RaftCore::new(config.clone(), MemStorage::new_with_conf(conf.clone()))
                 .expect("valid config");
             let state = StateMachine {
@@ -131,6 +134,7 @@ impl Cluster {
             pending_reads: HashMap::new(),
             committed_payloads: BTreeSet::new(),
             crash_in_ready_permille: 0,
+            inflight_msgs_max,
             trace: std::env::var("TESSERA_SIM_TRACE").is_ok_and(|v| v == "1"),
         }
     }
@@ -172,7 +176,7 @@ impl Cluster {
     pub fn add_blank_node(&mut self) -> NodeId {
         let id = NodeId(self.next_node_id);
         self.next_node_id += 1;
-        let config = sim_config(id, self.rng.next_u64());
+        let config = sim_config(id, self.rng.next_u64(), self.inflight_msgs_max);
         let core = RaftCore::new(config.clone(), MemStorage::default()).expect("valid config");
         self.nodes.insert(
             id,

@@ -167,8 +167,23 @@ fn transfer(cluster: &mut Cluster) -> bool {
     ok
 }
 
-/// Heals everything and waits for a leader that commits a fresh proposal. Returns the ticks
-/// it took.
+/// True when every member of the leader's configuration applied the leader's commit index:
+/// the leader must bring lagging members up to date without waiting for new proposals.
+fn all_members_caught_up(cluster: &Cluster) -> bool {
+    let Some(leader) = cluster.leader() else {
+        return false;
+    };
+    let core = cluster.core(leader).expect("leader runs");
+    let committed = core.committed();
+    core.conf_state().members().all(|member| {
+        cluster
+            .core(member)
+            .is_some_and(|c| c.applied() >= committed)
+    })
+}
+
+/// Heals everything and waits for a leader that commits a fresh proposal and brings every
+/// member up to date. Returns the ticks it took.
 fn liveness(cluster: &mut Cluster, seed: u64) -> u64 {
     cluster.heal();
     cluster.faults.drop_permille = 0;
@@ -176,6 +191,26 @@ fn liveness(cluster: &mut Cluster, seed: u64) -> u64 {
     cluster.crash_in_ready_permille = 0;
     for id in cluster.ids() {
         cluster.restart(id);
+    }
+    // First, without any new proposal: the leader must bring every member up to its commit
+    // index on its own (lost appends are re-sent on heartbeat answers).
+    let mut caught_up_at = None;
+    for tick in 0..LIVENESS_TICKS_MAX {
+        cluster.tick_all();
+        let mut budget = 10_000;
+        while budget > 0 && cluster.deliver_one() {
+            budget -= 1;
+        }
+        if all_members_caught_up(cluster) {
+            caught_up_at = Some(tick);
+            break;
+        }
+    }
+    if caught_up_at.is_none() {
+        panic!(
+            "Liveness: members not caught up within {LIVENESS_TICKS_MAX} ticks after the faults stopped\n{}",
+            describe(cluster)
+        );
     }
     let payload = format!("liveness-{seed}").into_bytes();
     let mut proposed = false;
@@ -185,7 +220,7 @@ fn liveness(cluster: &mut Cluster, seed: u64) -> u64 {
         while budget > 0 && cluster.deliver_one() {
             budget -= 1;
         }
-        if cluster.committed_payloads.contains(&payload) {
+        if cluster.committed_payloads.contains(&payload) && all_members_caught_up(cluster) {
             return tick;
         }
         if !proposed || tick.is_multiple_of(20) {
@@ -199,6 +234,13 @@ fn liveness(cluster: &mut Cluster, seed: u64) -> u64 {
             }
         }
     }
+    panic!(
+        "Liveness: no proposal committed within {LIVENESS_TICKS_MAX} ticks after the faults stopped\n{}",
+        describe(cluster)
+    );
+}
+
+fn describe(cluster: &Cluster) -> String {
     let states: Vec<String> = cluster
         .ids()
         .into_iter()
@@ -216,8 +258,5 @@ fn liveness(cluster: &mut Cluster, seed: u64) -> u64 {
             None => format!("{id:?}: down"),
         })
         .collect();
-    panic!(
-        "Liveness: no proposal committed within {LIVENESS_TICKS_MAX} ticks after the faults stopped\n{}",
-        states.join("\n")
-    );
+    states.join("\n")
 }
