@@ -57,7 +57,10 @@ impl WalOptions {
         if self.segment_size_bytes < 4 * WRITE_ALIGNMENT_BYTES {
             return invalid("segment_size_bytes must be at least 16 KiB");
         }
-        if !self.segment_size_bytes.is_multiple_of(WRITE_ALIGNMENT_BYTES) {
+        if !self
+            .segment_size_bytes
+            .is_multiple_of(WRITE_ALIGNMENT_BYTES)
+        {
             return invalid("segment_size_bytes must be a multiple of 4 KiB");
         }
         if self.segment_size_bytes > u32::MAX as u64 {

@@ -168,6 +168,7 @@ impl ActiveSegment {
     pub async fn reopen(
         path: &Path,
         seq: SegmentSeq,
+        len: u64,
         end_offset: u64,
         cut_end: u64,
     ) -> Result<ActiveSegment> {
@@ -177,10 +178,20 @@ impl ActiveSegment {
             .dma_open(path)
             .await
             .map_err(io_error("open segment", path))?;
-        let len = file
+        let file_len = file
             .file_size()
             .await
             .map_err(io_error("stat segment", path))?;
+        // A segment cut short (by a crash of the file system, or by hand) is preallocated
+        // again; a longer one (written with other options) is used as it is.
+        let len = if file_len < len {
+            file.pre_allocate(len, false)
+                .await
+                .map_err(io_error("preallocate segment", path))?;
+            len
+        } else {
+            align_down(file_len)
+        };
         let tail_start = align_down(end_offset);
         let mut tail = vec![0u8; (end_offset - tail_start) as usize];
         // A plain pread: glommio's O_DIRECT read is not supported on every file system, and

@@ -188,7 +188,14 @@ impl Wal {
                 if let Some(torn) = &scan.torn_tail {
                     tracing::warn!(?torn, "cutting a torn tail off the newest WAL segment");
                 }
-                ActiveSegment::reopen(&newest.path, newest.seq, scan.end_offset, cut_end).await?
+                ActiveSegment::reopen(
+                    &newest.path,
+                    newest.seq,
+                    options.segment_size_bytes,
+                    scan.end_offset,
+                    cut_end,
+                )
+                .await?
             }
         };
         let mut live: BTreeSet<SegmentSeq> = scan.segments.iter().map(|s| s.seq).collect();
