@@ -54,7 +54,6 @@ pub(crate) fn node_id(
     Ok(NodeId(raw))
 }
 
-#[allow(dead_code)] // used by the client codec
 /// An optional byte vector (absent = empty), copied out, at most `max` bytes.
 pub(crate) fn bytes(
     frame: &'static str,
@@ -67,7 +66,6 @@ pub(crate) fn bytes(
     Ok(bytes.to_vec())
 }
 
-#[allow(dead_code)] // used by the client codec
 /// An optional string (absent = empty), copied out, at most `max` bytes.
 pub(crate) fn text(
     frame: &'static str,

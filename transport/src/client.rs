@@ -1,0 +1,232 @@
+//! The client protocol as plain Rust values: what the node's client service and the client
+//! library exchange. The FlatBuffers encoding lives in `client_request_codec` and
+//! `client_response_codec`; nothing here knows about bytes.
+//!
+//! A client sends a [`ClientRequest`] naming the Region (and the epoch of it) it believes
+//! holds the key; the node answers with a [`ClientResponse`] carrying the same `request_id`
+//! and either a [`ClientReply`] or a typed [`ClientError`] whose hints (leader, current Region
+//! descriptors, owning core) let the client retry at the right place.
+
+use tessera_core::{LogIndex, NodeId, RegionId, Term};
+
+use crate::{ClusterId, CoreId};
+
+/// How a request is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Last writer wins; reads may be served by the leader without a ReadIndex round.
+    Raw,
+    /// Versioned keys, compare-and-swap, linearizable reads (ReadIndex).
+    Strong,
+}
+
+/// A Region's epoch as a client saw it: `version` bumps on split or merge, `conf_version` on a
+/// membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct RegionEpoch {
+    pub version: u64,
+    pub conf_version: u64,
+}
+
+/// One client request.
+///
+/// Invariants after decoding: `namespace`, keys and values are within the limits; a key-value
+/// operation names a Region other than 0; scan limits are between 1 and `scan_limit_max`; a
+/// scan's `start < end` unless `end` is empty (unbounded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// Chosen by the client, echoed in the response.
+    pub request_id: u64,
+    pub namespace: String,
+    pub mode: Mode,
+    /// The Region the client believes holds the key; `RegionId(0)` for Regions and Status.
+    pub region_id: RegionId,
+    pub epoch: RegionEpoch,
+    pub op: ClientOp,
+}
+
+/// What a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Get {
+        key: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Keys in `[start, end)`; an empty `end` means the end of the key space.
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+    },
+    ScanPrefix {
+        prefix: Vec<u8>,
+        limit: u32,
+    },
+    /// Write `value` if the key's version is `expected_version` (0: the key must not exist).
+    Cas {
+        key: Vec<u8>,
+        expected_version: u64,
+        value: Vec<u8>,
+    },
+    /// Delete the key if its version is `expected_version`.
+    CasDelete {
+        key: Vec<u8>,
+        expected_version: u64,
+    },
+    /// The routing table.
+    Regions,
+    /// The node's status.
+    Status,
+}
+
+impl ClientOp {
+    /// True for operations that address one Region (all but Regions and Status).
+    pub fn targets_region(&self) -> bool {
+        !matches!(self, ClientOp::Regions | ClientOp::Status)
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientOp::Put { .. } => "Put",
+            ClientOp::Get { .. } => "Get",
+            ClientOp::Delete { .. } => "Delete",
+            ClientOp::Scan { .. } => "Scan",
+            ClientOp::ScanPrefix { .. } => "ScanPrefix",
+            ClientOp::Cas { .. } => "Cas",
+            ClientOp::CasDelete { .. } => "CasDelete",
+            ClientOp::Regions => "Regions",
+            ClientOp::Status => "Status",
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientResponse {
+    pub request_id: u64,
+    pub result: Result<ClientReply, ClientError>,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientReply {
+    /// A write took effect; `version` is the key's new version (0 after a delete).
+    Written { version: u64 },
+    /// A get: `None` when the key does not exist.
+    Value { value: Option<VersionedValue> },
+    /// A scan, in key order; `more` when the limit cut it short.
+    Scan { items: Vec<KeyValue>, more: bool },
+    /// The routing table.
+    Regions {
+        regions: Vec<RegionDescriptor>,
+        stores: Vec<StoreDescriptor>,
+    },
+    /// The node's status.
+    Status(NodeStatus),
+}
+
+/// A value and its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionedValue {
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// One scanned key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// A Region as the routing table describes it.
+///
+/// Invariants after decoding: `region_id` is not 0; `start_key < end_key` unless `end_key` is
+/// empty (unbounded); no peer is node 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionDescriptor {
+    pub region_id: RegionId,
+    pub start_key: Vec<u8>,
+    pub end_key: Vec<u8>,
+    pub epoch: RegionEpoch,
+    pub peers: Vec<NodeId>,
+    pub leader: Option<NodeId>,
+}
+
+/// A node as the routing table describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreDescriptor {
+    pub node_id: NodeId,
+    /// Client addresses ("host:port"): one per core, or a single shared one.
+    pub client_addrs: Vec<String>,
+    pub cores: u32,
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    pub cluster_id: ClusterId,
+    pub cores: u32,
+    pub regions: Vec<RegionStatus>,
+}
+
+/// One Region's replica on the answering node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionStatus {
+    pub region_id: RegionId,
+    pub core: CoreId,
+    pub leader: Option<NodeId>,
+    pub term: Term,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+}
+
+/// A typed refusal. Each carries what the client needs to retry correctly.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// This replica is not the leader; retry at `leader` (when known).
+    #[error("not the leader; leader is {leader:?} at {leader_addr:?}")]
+    NotLeader {
+        leader: Option<NodeId>,
+        leader_addr: Option<String>,
+    },
+    /// The client's epoch is old; `regions` are the current descriptors of the Regions that
+    /// now cover the requested range.
+    #[error("stale region epoch; {} current region descriptors attached", regions.len())]
+    StaleEpoch { regions: Vec<RegionDescriptor> },
+    /// The key is outside the Region's range `[start_key, end_key)`.
+    #[error("key is not in region {region_id}")]
+    KeyNotInRegion {
+        key: Vec<u8>,
+        region_id: RegionId,
+        start_key: Vec<u8>,
+        end_key: Vec<u8>,
+    },
+    /// No replica of this Region on this node.
+    #[error("region {region_id} not found on this node")]
+    RegionNotFound { region_id: RegionId },
+    /// The Region lives on another core of this node (sent when forwarding is impossible).
+    #[error("region lives on core {core}")]
+    WrongCore { core: CoreId },
+    /// A compare-and-swap found another version.
+    #[error("version mismatch; current version is {current_version}")]
+    VersionMismatch { current_version: u64 },
+    /// Too much load; retry later.
+    #[error("server busy")]
+    ServerBusy,
+    /// The request itself is wrong (e.g. an empty key where one is needed).
+    #[error("invalid request: {message}")]
+    InvalidRequest { message: String },
+    /// Something failed inside the node.
+    #[error("internal error: {message}")]
+    Internal { message: String },
+}
