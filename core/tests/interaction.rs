@@ -9,7 +9,8 @@
 //! - `add-nodes N [voters=(..)] [learners=(..)] [pre-vote=B] [check-quorum=B] [inflight=N]
 //!   [max-msg-bytes=N]`: new nodes with the next ids; without `voters` they start empty.
 //! - `campaign ID`: start an election now, as if the election timeout fired.
-//! - `tick ID [N]`, `tick-election ID`, `tick-heartbeat ID`: logical time.
+//! - `tick ID [N]`, `tick-election ID...`, `tick-heartbeat ID...`: logical time (an election
+//!   timeout's or a heartbeat interval's worth of ticks for each listed node).
 //! - `propose ID DATA`, `propose-conf-change ID add-learner|add-voter|remove NODE`,
 //!   `read-index ID id=N`, `transfer-leader FROM TO`: client calls.
 //! - `take-ready ID`: take the Ready and send its `messages`, hold the rest unpersisted;
@@ -98,9 +99,15 @@ macro_rules! scenarios {
 scenarios!(
     ack_after_persist,
     basic_election,
+    check_quorum_step_down,
     conf_change_needs_commit_in_term,
+    leadership_transfer,
+    learner_add_and_promote,
+    log_conflict_fast_backtracking,
     no_campaign_with_unapplied_conf_change,
     prevote_check_quorum_asymmetric,
     read_index,
+    remove_leader,
+    snapshot_after_compaction,
     vote_after_persist,
 );

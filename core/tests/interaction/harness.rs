@@ -139,14 +139,10 @@ impl Cluster {
                 self.tick(command.id(0), count)
             }
             "tick-election" => {
-                let id = command.id(0);
-                let count = self.node(id).config.election_timeout_ticks;
-                self.tick(id, u64::from(count))
+                self.tick_timeouts(&command.ids_from(0), |c| c.election_timeout_ticks)
             }
             "tick-heartbeat" => {
-                let id = command.id(0);
-                let count = self.node(id).config.heartbeat_interval_ticks;
-                self.tick(id, u64::from(count))
+                self.tick_timeouts(&command.ids_from(0), |c| c.heartbeat_interval_ticks)
             }
             "propose" => self.propose(command.id(0), command.arg(1)),
             "propose-conf-change" => self.propose_conf_change(&command),
@@ -264,6 +260,15 @@ impl Cluster {
         let core = self.core(id);
         for _ in 0..count {
             core.tick();
+        }
+        String::new()
+    }
+
+    /// Ticks each node, in turn, for the number of ticks `ticks_of` its config gives.
+    fn tick_timeouts(&mut self, ids: &[NodeId], ticks_of: impl Fn(&Config) -> u32) -> String {
+        for id in ids {
+            let count = ticks_of(&self.node(*id).config);
+            self.tick(*id, u64::from(count));
         }
         String::new()
     }
