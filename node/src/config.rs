@@ -1,0 +1,210 @@
+//! The node's configuration: a TOML file plus command-line flags, with defaults that work on
+//! one machine (data in `./tessera-data`, loopback ports, embedded placement driver, every
+//! core).
+//!
+//! Ports: core `i` of a node listens for clients on `client_port + i` and for peers on
+//! `peer_port + i`, so a client or a peer addresses the core that owns a Region directly.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `tessera serve` needs. Field names are the TOML keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster, never 0.
+    pub node_id: u64,
+    /// Where the WAL, snapshots and metadata live.
+    pub data_dir: PathBuf,
+    /// The address to listen on (and advertise).
+    pub listen_host: IpAddr,
+    /// Core `i` serves clients on `client_port + i`.
+    pub client_port: u16,
+    /// Core `i` talks Raft with peers on `peer_port + i`.
+    pub peer_port: u16,
+    /// Executors (cores) to run; 0 means every available core.
+    pub cores: usize,
+    /// Length of one Raft tick.
+    pub tick_ms: u64,
+    /// Raft election timeout, in ticks (randomized up to twice this).
+    pub election_timeout_ticks: u32,
+    /// Raft heartbeat interval, in ticks.
+    pub heartbeat_interval_ticks: u32,
+    /// Take a Region snapshot (and compact its log) after this many applied entries.
+    pub snapshot_interval_entries: u64,
+    /// WAL segment size in bytes.
+    pub wal_segment_bytes: u64,
+    /// DMA memory registered with io_uring per core; counts against `ulimit -l`.
+    pub io_memory_bytes: usize,
+    /// Client requests waiting for Raft per core, at most.
+    pub pending_requests_max: usize,
+    /// Split the key space into these Regions at bootstrap: the start keys of all but the
+    /// first (default `["m"]`: two Regions, `["", "m")` and `["m", "")`).
+    pub initial_split_keys: Vec<String>,
+    /// Replicas per Region. With 1, the node bootstraps alone; with more, the placement
+    /// driver waits for that many stores to join before it hands out the layout.
+    pub replicas: usize,
+    /// The placement driver to join ("host:port" of its client port). Empty: this node hosts
+    /// the placement driver.
+    pub join: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("tessera-data"),
+            listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_port: 7400,
+            peer_port: 7500,
+            cores: 0,
+            tick_ms: 100,
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 2,
+            snapshot_interval_entries: 10_000,
+            wal_segment_bytes: 64 << 20,
+            io_memory_bytes: 1 << 20,
+            pending_requests_max: 100_000,
+            initial_split_keys: vec!["m".to_string()],
+            replicas: 1,
+            join: String::new(),
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    ///
+    /// # Errors
+    /// `Read` or `Parse`, naming the file.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The core count in force: `cores`, or every available core when 0.
+    pub fn core_count(&self) -> usize {
+        if self.cores > 0 {
+            return self.cores;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+
+    pub fn client_addr(&self, core: usize) -> SocketAddr {
+        SocketAddr::new(self.listen_host, self.client_port + core as u16)
+    }
+
+    pub fn peer_addr(&self, core: usize) -> SocketAddr {
+        SocketAddr::new(self.listen_host, self.peer_port + core as u16)
+    }
+
+    /// Checks the values can work together.
+    ///
+    /// # Errors
+    /// `Invalid` naming the first bad value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.node_id == 0 {
+            return invalid("node_id must not be 0".into());
+        }
+        let cores = self.core_count();
+        if cores > 256 {
+            return invalid(format!("cores = {cores}: at most 256"));
+        }
+        for (name, port) in [
+            ("client_port", self.client_port),
+            ("peer_port", self.peer_port),
+        ] {
+            if port == 0 || u32::from(port) + cores as u32 > 65_536 {
+                return invalid(format!("{name} = {port} leaves no room for {cores} cores"));
+            }
+        }
+        let client = u32::from(self.client_port)..u32::from(self.client_port) + cores as u32;
+        let peer = u32::from(self.peer_port)..u32::from(self.peer_port) + cores as u32;
+        if client.start < peer.end && peer.start < client.end {
+            return invalid("client and peer port ranges overlap".into());
+        }
+        if self.tick_ms == 0 || self.heartbeat_interval_ticks == 0 {
+            return invalid("tick_ms and heartbeat_interval_ticks must be > 0".into());
+        }
+        if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
+            return invalid("election_timeout_ticks must exceed heartbeat_interval_ticks".into());
+        }
+        if self.replicas == 0 {
+            return invalid("replicas must be at least 1".into());
+        }
+        let mut keys = self.initial_split_keys.clone();
+        keys.sort();
+        keys.dedup();
+        if keys.len() != self.initial_split_keys.len() || keys.iter().any(String::is_empty) {
+            return invalid("initial_split_keys must be distinct and non-empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_a_partial_file_keeps_them() {
+        NodeConfig::default().validate().unwrap();
+        let config: NodeConfig = toml::from_str("node_id = 3\nclient_port = 9000").unwrap();
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.client_port, 9000);
+        assert_eq!(config.peer_port, NodeConfig::default().peer_port);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_a_reason() {
+        assert!(toml::from_str::<NodeConfig>("nodeid = 3").is_err());
+        let config = NodeConfig {
+            node_id: 0,
+            ..NodeConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("node_id"));
+        let config = NodeConfig {
+            cores: 4,
+            client_port: 7400,
+            peer_port: 7402,
+            ..NodeConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("overlap"));
+    }
+}
