@@ -17,6 +17,15 @@ use crate::error::StorageError;
 use crate::storage::Storage;
 use crate::types::{Entry, LogIndex, Snapshot, Term};
 
+/// At most this many entries are reserved up front when collecting a range of entries; a
+/// range cut short by the byte budget should not reserve the whole range.
+pub(crate) const ENTRIES_PREALLOCATED_MAX: u64 = 1024;
+
+/// How many entries to reserve for the range `[low, high)`.
+pub(crate) fn preallocation(low: LogIndex, high: LogIndex) -> usize {
+    high.0.saturating_sub(low.0).min(ENTRIES_PREALLOCATED_MAX) as usize
+}
+
 /// Entries and a snapshot not yet persisted by the caller.
 #[derive(Debug, Default)]
 struct Unstable {
@@ -183,6 +192,8 @@ impl<S: Storage> RaftLog<S> {
         if out.last().map_or(low, |e| e.index.next()) < split.min(high) {
             return Ok(out); // the storage part already hit the byte budget
         }
+        // One allocation for the whole batch instead of one per doubling.
+        out.reserve(preallocation(split, high));
         let mut bytes: usize = out.iter().map(Entry::size_bytes).sum();
         let mut index = split;
         while index < high {

@@ -202,7 +202,7 @@ impl Storage for MemStorage {
         }
         let start = (low.0 - self.offset().0 - 1) as usize;
         let end = (high.0 - self.offset().0 - 1) as usize;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(crate::raft_log::preallocation(low, high));
         let mut bytes = 0;
         for entry in &self.entries[start..end] {
             bytes += entry.size_bytes();
