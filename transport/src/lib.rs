@@ -21,6 +21,8 @@ pub mod generated;
 pub mod handshake;
 pub mod ids;
 pub mod limits;
+pub mod net;
+pub mod outbound;
 pub mod raft_codec;
 mod verify;
 
@@ -35,4 +37,5 @@ pub use frame::{encode_frame, Frame, FrameDecoder, FrameType, FRAME_HEADER_BYTES
 pub use handshake::{decode_hello, encode_hello, Hello, HelloRole, PROTOCOL_VERSION};
 pub use ids::{ClusterId, CoreId};
 pub use limits::DecodeLimits;
+pub use outbound::{Backoff, OutboundLimits, OutboundQueue};
 pub use raft_codec::{decode_raft_batch, encode_raft_batch, RaftBatchHeader};

@@ -1,0 +1,66 @@
+//! Raw TCP between nodes, one core at a time: [`PeerSender`] (outbound, batching, reconnect
+//! with backoff) and [`serve_peers`] (inbound read loops that verify every frame).
+//!
+//! Only [`seam`] names glommio. The rest is plain async code over `futures_lite` traits, which
+//! the node can also use for its client port ([`FrameReader`], [`write_frame`],
+//! [`accept_handshake`]).
+//!
+//! Addressing: each core of a node listens on its own peer address, and a sender dials the
+//! core that owns the Region, so the Hello names `(to_node, to_core)` and the acceptor refuses
+//! anything else.
+
+pub mod framed;
+pub mod listener;
+pub mod peer;
+pub mod seam;
+
+use std::time::Duration;
+
+use tessera_core::NodeId;
+
+use crate::{ClusterId, CoreId, DecodeLimits, OutboundLimits};
+
+pub use framed::{accept_handshake, dial_handshake, write_frame, FrameReader};
+pub use listener::{serve_peers, RaftBatchHandler};
+pub use peer::{PeerSender, PeerStats};
+pub use seam::{bind, local_addr, TcpListener, TcpStream};
+
+/// Everything a core's transport needs to know. One per core, shared by its connections.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub cluster_id: ClusterId,
+    pub node_id: NodeId,
+    pub core: CoreId,
+    /// What inbound frames may contain.
+    pub limits: DecodeLimits,
+    /// Bounds of each destination's queue and of outbound frames.
+    pub outbound: OutboundLimits,
+    pub connect_timeout: Duration,
+    /// Time allowed for the Hello exchange, both directions.
+    pub handshake_timeout: Duration,
+    pub reconnect_backoff_initial: Duration,
+    pub reconnect_backoff_max: Duration,
+    /// Bytes read from a socket at a time (memory per connection: this plus one frame).
+    pub read_buffer_bytes: usize,
+    /// Most inbound peer connections served at once by one listener.
+    pub inbound_connections_max: usize,
+}
+
+impl TransportConfig {
+    /// Defaults for `node_id`'s core `core` in `cluster_id`.
+    pub fn new(cluster_id: ClusterId, node_id: NodeId, core: CoreId) -> TransportConfig {
+        TransportConfig {
+            cluster_id,
+            node_id,
+            core,
+            limits: DecodeLimits::default(),
+            outbound: OutboundLimits::default(),
+            connect_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(2),
+            reconnect_backoff_initial: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(2),
+            read_buffer_bytes: 64 << 10,
+            inbound_connections_max: 256,
+        }
+    }
+}
