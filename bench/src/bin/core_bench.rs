@@ -100,22 +100,23 @@ impl Cluster {
             if !node.has_ready() {
                 continue;
             }
-            let ready = node.ready();
-            for message in ready.messages.iter() {
-                self.inboxes[node_index(message.to)].push(message.clone());
+            let mut ready = node.ready();
+            let advance = ready.advance();
+            for message in ready.messages.drain(..) {
+                self.inboxes[node_index(message.to)].push(message);
             }
             let storage = node.storage_mut();
-            if let Some(snapshot) = &ready.snapshot {
-                storage.apply_snapshot(snapshot.clone());
+            if let Some(snapshot) = ready.snapshot.take() {
+                storage.apply_snapshot(snapshot);
             }
             storage.append(&ready.entries);
             if let Some(hard_state) = ready.hard_state {
                 storage.set_hard_state(hard_state);
             }
-            for message in ready.persisted_messages.iter() {
-                self.inboxes[node_index(message.to)].push(message.clone());
+            for message in ready.persisted_messages.drain(..) {
+                self.inboxes[node_index(message.to)].push(message);
             }
-            node.advance(ready.advance());
+            node.advance(advance);
         }
     }
 
@@ -201,7 +202,7 @@ fn run(batch: u64, proposals: u64) -> Outcome {
             latency_ns.record_n(nanos.max(1), count).unwrap();
             committed += count;
         }
-        if cycles % COMPACT_EVERY_CYCLES == 0 {
+        if cycles.is_multiple_of(COMPACT_EVERY_CYCLES) {
             cluster.compact();
         }
     }
