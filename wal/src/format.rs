@@ -105,6 +105,7 @@ const TAG_ENTRIES: u8 = 1;
 const TAG_HARD_STATE: u8 = 2;
 const TAG_COMPACT: u8 = 3;
 const TAG_REMOVE_REGION: u8 = 4;
+const TAG_INSTALL_SNAPSHOT: u8 = 5;
 
 /// Encodes the header of segment `seq`.
 pub fn encode_segment_header(seq: SegmentSeq) -> [u8; SEGMENT_HEADER_LEN] {
@@ -249,6 +250,15 @@ pub fn encode_compact(out: &mut Vec<u8>, region: RegionId, index: LogIndex, term
     out.extend_from_slice(&term.0.to_le_bytes());
 }
 
+/// Appends an `InstallSnapshot` item: every stored entry of `region` is dropped and its
+/// compaction mark set to `index`/`term`.
+pub fn encode_install_snapshot(out: &mut Vec<u8>, region: RegionId, index: LogIndex, term: Term) {
+    out.push(TAG_INSTALL_SNAPSHOT);
+    out.extend_from_slice(&region.0.to_le_bytes());
+    out.extend_from_slice(&index.0.to_le_bytes());
+    out.extend_from_slice(&term.0.to_le_bytes());
+}
+
 /// Appends a `RemoveRegion` item.
 pub fn encode_remove_region(out: &mut Vec<u8>, region: RegionId) {
     out.push(TAG_REMOVE_REGION);
@@ -296,8 +306,16 @@ pub enum Item<'a> {
         region: RegionId,
         hard_state: HardState,
     },
-    /// Entries up to `index` are covered by a snapshot whose last entry has `term`.
+    /// Entries up to `index` are covered by a snapshot whose last entry has `term`; later
+    /// entries stay.
     Compact {
+        region: RegionId,
+        index: LogIndex,
+        term: Term,
+    },
+    /// A snapshot from the leader replaces the whole log: every entry is dropped and the mark
+    /// set to `index`/`term`.
+    InstallSnapshot {
         region: RegionId,
         index: LogIndex,
         term: Term,
@@ -313,6 +331,7 @@ impl Item<'_> {
             Item::Entries { region, .. }
             | Item::HardState { region, .. }
             | Item::Compact { region, .. }
+            | Item::InstallSnapshot { region, .. }
             | Item::RemoveRegion { region } => *region,
         }
     }
@@ -355,6 +374,15 @@ fn decode_item<'a>(cursor: &mut Cursor<'a>) -> Result<Item<'a>, String> {
             let index = LogIndex(cursor.u64()?);
             let term = Term(cursor.u64()?);
             Ok(Item::Compact {
+                region,
+                index,
+                term,
+            })
+        }
+        TAG_INSTALL_SNAPSHOT => {
+            let index = LogIndex(cursor.u64()?);
+            let term = Term(cursor.u64()?);
+            Ok(Item::InstallSnapshot {
                 region,
                 index,
                 term,

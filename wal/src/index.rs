@@ -44,6 +44,9 @@ pub struct RegionLog {
     /// Set while replaying after a purged prefix, between a Region's first entries (whose
     /// predecessors were purged) and the compaction mark that covers those predecessors.
     provisional: bool,
+    /// While provisional: the highest compaction mark seen below the provisional mark. It
+    /// becomes the real mark once replay re-supplies the entries right after it.
+    floor: Option<(LogIndex, Term)>,
 }
 
 impl RegionLog {
@@ -100,6 +103,30 @@ impl RegionLog {
         body_offset: u64,
         after_purge: bool,
     ) -> Result<(), String> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let restart_provisional = self.provisional && first.index <= self.mark_index;
+        if let Some((floor_index, floor_term)) = self.floor {
+            if restart_provisional && first.index <= floor_index.next() {
+                self.entries.clear();
+                self.mark_index = floor_index;
+                self.mark_term = floor_term;
+                self.provisional = false;
+                self.floor = None;
+                return self.append(entries, segment, body_offset, after_purge);
+            }
+        }
+        let starts_after_hole = first.index > self.last_index().next() && self.entries.is_empty();
+        if restart_provisional || (after_purge && starts_after_hole) {
+            // Replaying from a purged prefix: the entries before these were in purged
+            // segments, so a mark covering them comes later in the replay (checked by
+            // `MemIndex::finish_replay`). Until then the log starts here.
+            self.entries.clear();
+            self.mark_index = first.index.prev();
+            self.mark_term = first.term;
+            self.provisional = true;
+        }
         let live: Vec<&EntryView<'_>> = entries
             .iter()
             .filter(|view| view.index > self.mark_index)
@@ -107,14 +134,6 @@ impl RegionLog {
         let Some(first) = live.first() else {
             return Ok(());
         };
-        if first.index > self.last_index().next() && after_purge && self.entries.is_empty() {
-            // Replaying from a purged prefix: the entries before these were in purged
-            // segments, so a compaction mark covering them comes later in the replay (see
-            // `MemIndex::finish_replay`). Until then the log starts here.
-            self.mark_index = first.index.prev();
-            self.mark_term = first.term;
-            self.provisional = true;
-        }
         if first.index > self.last_index().next() {
             return Err(format!(
                 "entries start at {} but the last index is {}: a gap",
@@ -140,22 +159,37 @@ impl RegionLog {
         Ok(())
     }
 
+    /// Log compaction: drops entries up to `index`, keeps later ones.
     fn compact(&mut self, index: LogIndex, term: Term) {
-        if index <= self.mark_index {
+        if self.provisional && index < self.mark_index {
+            // The entries between `index` and the provisional mark must be rewritten later in
+            // the replay (else their segment could not have been purged); remember the mark.
+            if self.floor.is_none_or(|(floor, _)| floor < index) {
+                self.floor = Some((index, term));
+            }
             return;
         }
-        if self.term(index) == Some(term) {
-            let covered = (index.0 - self.mark_index.0) as usize;
-            self.entries.drain(..covered);
-        } else {
-            // The entry at `index` is missing or has another term: the snapshot comes from a
-            // leader whose log differs from ours, so nothing we store after it is valid
-            // (Raft: a follower installing a snapshot discards a conflicting log).
-            self.entries.clear();
+        if index < self.mark_index || (index == self.mark_index && !self.provisional) {
+            return;
         }
+        let covered = ((index.0 - self.mark_index.0) as usize).min(self.entries.len());
+        self.entries.drain(..covered);
         self.mark_index = index;
         self.mark_term = term;
         self.provisional = false;
+        self.floor = None;
+    }
+
+    /// Snapshot installation: drops every entry and moves the mark to `index`.
+    fn install_snapshot(&mut self, index: LogIndex, term: Term) {
+        if index <= self.mark_index && !self.provisional {
+            return;
+        }
+        self.entries.clear();
+        self.mark_index = index;
+        self.mark_term = term;
+        self.provisional = false;
+        self.floor = None;
     }
 }
 
@@ -235,6 +269,17 @@ impl MemIndex {
                     .compact(*index, *term);
                 Ok(())
             }
+            Item::InstallSnapshot {
+                region,
+                index,
+                term,
+            } => {
+                self.regions
+                    .entry(*region)
+                    .or_default()
+                    .install_snapshot(*index, *term);
+                Ok(())
+            }
             Item::RemoveRegion { region } => {
                 self.regions.remove(region);
                 Ok(())
@@ -285,9 +330,8 @@ impl MemIndex {
         let mut body = Vec::new();
         for region in self.regions() {
             let log = &self.regions[&region];
-            if log.mark_index > LogIndex(0) {
-                crate::format::encode_compact(&mut body, region, log.mark_index, log.mark_term);
-            }
+            // Always present, even at mark 0: it is what keeps an empty Region known.
+            crate::format::encode_compact(&mut body, region, log.mark_index, log.mark_term);
             if let Some(hard_state) = log.hard_state {
                 crate::format::encode_hard_state(&mut body, region, hard_state);
             }

@@ -4,7 +4,8 @@
 //! and nothing is held twice. Items apply in the order they were added, on write and on
 //! recovery alike. For one Region in one batch the natural order is:
 //!
-//! 1. `compact_to` (a follower installing a snapshot, or log compaction after one),
+//! 1. `install_snapshot` (a follower installing the leader's snapshot) or `compact_to`
+//!    (log compaction after a local snapshot),
 //! 2. `add_entries` (Raft's `Ready::entries`),
 //! 3. `set_hard_state` (Raft's `Ready::hard_state`).
 //!
@@ -60,13 +61,19 @@ impl LogBatch {
         self.item_count += 1;
     }
 
-    /// Marks `region`'s entries up to `index` as covered by a snapshot whose last entry has
-    /// `term`. Entries after `index` are kept when the stored entry at `index` has `term`
-    /// (compaction after a local snapshot); otherwise all stored entries are dropped (a
-    /// follower installing a leader's snapshot). A mark at or below the current one changes
-    /// nothing.
+    /// Log compaction after a local snapshot: `region`'s entries up to `index` (whose term
+    /// is `term`) are covered by it and dropped; later entries stay. A mark at or below the
+    /// current one changes nothing.
     pub fn compact_to(&mut self, region: RegionId, index: LogIndex, term: Term) {
         format::encode_compact(&mut self.body, region, index, term);
+        self.item_count += 1;
+    }
+
+    /// A follower installing the leader's snapshot at `index`/`term`: every stored entry of
+    /// `region` is dropped (the log restarts after the snapshot). A snapshot at or below the
+    /// current mark changes nothing.
+    pub fn install_snapshot(&mut self, region: RegionId, index: LogIndex, term: Term) {
+        format::encode_install_snapshot(&mut self.body, region, index, term);
         self.item_count += 1;
     }
 
@@ -94,6 +101,11 @@ impl LogBatch {
     /// Bytes the batch adds to a record body.
     pub fn encoded_len(&self) -> usize {
         self.body.len()
+    }
+
+    /// The encoded items, as they will appear in a record body (see `docs/wal-format.md`).
+    pub fn encoded_items(&self) -> &[u8] {
+        &self.body
     }
 
     /// Takes the encoded items.

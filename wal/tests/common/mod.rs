@@ -64,12 +64,15 @@ impl ModelLog {
         if index <= self.mark.0 {
             return;
         }
-        let keep = self.entries.get(&index.0).is_some_and(|e| e.term == term);
-        if keep {
-            self.entries = self.entries.split_off(&(index.0 + 1));
-        } else {
-            self.entries.clear();
+        self.entries = self.entries.split_off(&(index.0 + 1));
+        self.mark = (index, term);
+    }
+
+    pub fn install_snapshot(&mut self, index: LogIndex, term: Term) {
+        if index <= self.mark.0 {
+            return;
         }
+        self.entries.clear();
         self.mark = (index, term);
     }
 }
