@@ -442,6 +442,28 @@ fn a_follower_commits_up_to_the_leader_commit_but_not_past_what_it_matched() {
     assert_eq!(node.committed(), LogIndex(8));
 }
 
+// ---- Membership: "a new leader commits an entry of its own term before changing the
+// ---- membership" (the fix to single-server changes) ----
+
+/// Regression: the refusal used to name "an earlier membership change is not applied yet"
+/// when the real reason was the leader's missing commit in its term.
+#[test]
+fn a_new_leader_refuses_a_conf_change_until_it_commits_in_its_term() {
+    let mut node = node(5, &[], 5);
+    elect(&mut node);
+    let change = tessera_core::ConfChange::AddLearner(NodeId(4));
+    assert_eq!(
+        node.propose_conf_change(change),
+        Err(tessera_core::RaftError::ProposalDropped {
+            reason: "leader has not committed an entry of its term yet"
+        })
+    );
+    node.step(append_response(2, 6, 6));
+    assert_eq!(node.committed(), LogIndex(6));
+    handle_ready(&mut node); // apply the leader's first entry
+    assert_eq!(node.propose_conf_change(change), Ok(LogIndex(7)));
+}
+
 // ---- Robustness: nothing a peer sends makes a node panic or break its invariants ----
 
 fn arbitrary_entries() -> impl Strategy<Value = Vec<Entry>> {
