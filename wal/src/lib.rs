@@ -65,5 +65,5 @@ pub use group_commit::WalStats;
 pub use log_batch::LogBatch;
 pub use options::WalOptions;
 pub use scan::TornTail;
-pub use tessera_core::{Entry, EntryKind, HardState, LogIndex, NodeId, RegionId, Term};
+pub use tessera_core::{Entry, EntryKind, HardState, LogIndex, NodeId, Payload, RegionId, Term};
 pub use wal::{RecoveryReport, Wal};
