@@ -36,7 +36,14 @@ fn io_error(
 /// # Errors
 /// [`TransportError::Io`] naming the address, e.g. when the port is in use.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, TransportError> {
-    TcpListener::bind(addr).map_err(|err| io_error("bind", addr, err))
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // Not `TcpListener::bind`: glommio sets SO_REUSEPORT, which would let a second node bind
+    // the same port and silently take half its connections. A plain std bind fails with
+    // "address in use" instead.
+    let std_listener =
+        std::net::TcpListener::bind(addr).map_err(|err| io_error("bind", addr, err))?;
+    // SAFETY: the descriptor comes from a listener we own and hand over whole.
+    Ok(unsafe { TcpListener::from_raw_fd(std_listener.into_raw_fd()) })
 }
 
 /// The address a listener is bound to.

@@ -1,0 +1,569 @@
+//! The Rust client: a blocking library that keeps the routing table (Regions and stores),
+//! sends each request to the leader of the key's Region on the core that owns it, and retries
+//! with the hints the server returns (NotLeader, stale epoch, wrong core, busy).
+//!
+//! Connections carry length-prefixed `ClientRequest` / `ClientResponse` frames (see
+//! docs/protocol.md); one request is in flight per connection at a time.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use tessera_core::{NodeId, RegionId};
+use tessera_transport::client::{
+    ClientError as WireError, ClientOp, ClientReply, ClientRequest, KeyValue, Mode, NodeStatus,
+    RegionDescriptor, RegionEpoch, StoreDescriptor, VersionedValue,
+};
+use tessera_transport::{
+    decode_client_response, encode_client_request, encode_frame, DecodeLimits, FrameDecoder,
+    FrameType,
+};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("connection to {addr} failed: {reason}")]
+    Connection { addr: String, reason: String },
+    /// The server refused the request for a reason retrying will not fix.
+    #[error("{0}")]
+    Server(WireError),
+    #[error("no region covers the key (routing table has {regions} regions)")]
+    NoRegion { regions: usize },
+    #[error("gave up after {attempts} attempts over {elapsed_ms} ms; last error: {last}")]
+    RetriesExhausted {
+        attempts: u32,
+        elapsed_ms: u128,
+        last: String,
+    },
+}
+
+/// The outcome of a compare-and-swap or compare-and-delete that reached the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// It took effect; the key's new version (0 after a delete).
+    Done { version: u64 },
+    /// The key's version was not the expected one.
+    Mismatch { current_version: u64 },
+}
+
+/// Tuning of retries and timeouts.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub namespace: String,
+    /// Give up on a request after this long.
+    pub request_timeout: Duration,
+    /// Most attempts per request.
+    pub attempts_max: u32,
+    /// First backoff after a retryable error; doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            namespace: String::new(),
+            request_timeout: Duration::from_secs(10),
+            attempts_max: 50,
+            backoff_initial: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(200),
+        }
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+/// A client of one Tessera cluster. Not thread-safe: give each thread its own.
+pub struct Client {
+    seeds: Vec<SocketAddr>,
+    options: ClientOptions,
+    regions: Vec<RegionDescriptor>,
+    stores: HashMap<NodeId, StoreDescriptor>,
+    connections: HashMap<String, Connection>,
+    limits: DecodeLimits,
+    next_request_id: u64,
+}
+
+impl Client {
+    /// Connects to any node of the cluster (`host:port` of its client port) and loads the
+    /// routing table.
+    ///
+    /// # Errors
+    /// When no seed answers.
+    pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let seeds: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?
+            .collect();
+        let mut client = Client {
+            seeds,
+            options,
+            regions: Vec::new(),
+            stores: HashMap::new(),
+            connections: HashMap::new(),
+            limits: DecodeLimits::default(),
+            next_request_id: 1,
+        };
+        client.refresh_routing()?;
+        Ok(client)
+    }
+
+    /// The routing table as last loaded.
+    pub fn routing(&self) -> (&[RegionDescriptor], Vec<&StoreDescriptor>) {
+        (&self.regions, self.stores.values().collect())
+    }
+
+    /// Reloads the routing table from any reachable node.
+    ///
+    /// # Errors
+    /// When no node answers.
+    pub fn refresh_routing(&mut self) -> Result<(), ClientError> {
+        let mut last = None;
+        let mut addrs: Vec<String> = self.seeds.iter().map(|a| a.to_string()).collect();
+        addrs.extend(
+            self.stores
+                .values()
+                .filter_map(|s| s.client_addrs.first().cloned()),
+        );
+        for addr in addrs {
+            match self.call(
+                &addr,
+                RegionId(0),
+                RegionEpoch::default(),
+                Mode::Raw,
+                ClientOp::Regions,
+            ) {
+                Ok(Ok(ClientReply::Regions {
+                    mut regions,
+                    stores,
+                })) => {
+                    regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+                    self.regions = regions;
+                    self.stores = stores.into_iter().map(|s| (s.node_id, s)).collect();
+                    return Ok(());
+                }
+                Ok(Ok(other)) => last = Some(format!("unexpected reply {other:?}")),
+                Ok(Err(error)) => last = Some(error.to_string()),
+                Err(error) => last = Some(error.to_string()),
+            }
+        }
+        Err(ClientError::Connection {
+            addr: format!("{:?}", self.seeds),
+            reason: last.unwrap_or_else(|| "no address".into()),
+        })
+    }
+
+    /// Writes `value` unconditionally. Returns the key's new version.
+    ///
+    /// # Errors
+    /// When the request cannot be served before the timeout.
+    pub fn put(&mut self, key: &[u8], value: &[u8], mode: Mode) -> Result<u64, ClientError> {
+        let op = ClientOp::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
+        expect_written(self.execute(key, mode, op)?)
+    }
+
+    /// Reads a key: its value and version, or `None`.
+    ///
+    /// # Errors
+    /// When the request cannot be served before the timeout.
+    pub fn get(&mut self, key: &[u8], mode: Mode) -> Result<Option<VersionedValue>, ClientError> {
+        match self.execute(key, mode, ClientOp::Get { key: key.to_vec() })? {
+            Ok(ClientReply::Value { value }) => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes a key unconditionally.
+    ///
+    /// # Errors
+    /// When the request cannot be served before the timeout.
+    pub fn delete(&mut self, key: &[u8], mode: Mode) -> Result<(), ClientError> {
+        expect_written(self.execute(key, mode, ClientOp::Delete { key: key.to_vec() })?).map(|_| ())
+    }
+
+    /// Writes `value` if the key's version is `expected_version` (0: must not exist).
+    ///
+    /// # Errors
+    /// When the request cannot be served before the timeout.
+    pub fn cas(
+        &mut self,
+        key: &[u8],
+        expected_version: u64,
+        value: &[u8],
+    ) -> Result<CasOutcome, ClientError> {
+        let op = ClientOp::Cas {
+            key: key.to_vec(),
+            expected_version,
+            value: value.to_vec(),
+        };
+        cas_outcome(self.execute(key, Mode::Strong, op)?)
+    }
+
+    /// Deletes the key if its version is `expected_version`.
+    ///
+    /// # Errors
+    /// When the request cannot be served before the timeout.
+    pub fn cas_delete(
+        &mut self,
+        key: &[u8],
+        expected_version: u64,
+    ) -> Result<CasOutcome, ClientError> {
+        let op = ClientOp::CasDelete {
+            key: key.to_vec(),
+            expected_version,
+        };
+        cas_outcome(self.execute(key, Mode::Strong, op)?)
+    }
+
+    /// Up to `limit` keys in `[start, end)` (empty `end`: to the end), across Regions.
+    ///
+    /// # Errors
+    /// When a Region cannot be scanned before the timeout.
+    pub fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        mode: Mode,
+    ) -> Result<Vec<KeyValue>, ClientError> {
+        let mut items = Vec::new();
+        let mut cursor = start.to_vec();
+        while items.len() < limit as usize {
+            let remaining = limit - items.len() as u32;
+            let op = ClientOp::Scan {
+                start: cursor.clone(),
+                end: end.to_vec(),
+                limit: remaining,
+            };
+            let region_end = self.region_for(&cursor)?.end_key.clone();
+            match self.execute(&cursor, mode, op)? {
+                Ok(ClientReply::Scan { items: found, more }) => {
+                    items.extend(found);
+                    let region_done = !more;
+                    let past_end =
+                        region_end.is_empty() || (!end.is_empty() && region_end.as_slice() >= end);
+                    if region_done && past_end {
+                        break;
+                    }
+                    if region_done {
+                        cursor = region_end;
+                    } else if let Some(last) = items.last() {
+                        cursor = last.key.clone();
+                        cursor.push(0);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(items)
+    }
+
+    /// Up to `limit` keys starting with `prefix`.
+    ///
+    /// # Errors
+    /// As `scan`.
+    pub fn scan_prefix(
+        &mut self,
+        prefix: &[u8],
+        limit: u32,
+        mode: Mode,
+    ) -> Result<Vec<KeyValue>, ClientError> {
+        let end = crate::kv::state::prefix_successor(prefix).unwrap_or_default();
+        self.scan(prefix, &end, limit, mode)
+    }
+
+    /// The status of the node at `addr` (or the first seed).
+    ///
+    /// # Errors
+    /// When it does not answer.
+    pub fn status(&mut self, addr: Option<&str>) -> Result<NodeStatus, ClientError> {
+        let addr = addr.map_or_else(|| self.seeds[0].to_string(), str::to_string);
+        match self.call(
+            &addr,
+            RegionId(0),
+            RegionEpoch::default(),
+            Mode::Raw,
+            ClientOp::Status,
+        )? {
+            Ok(ClientReply::Status(status)) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn region_for(&self, key: &[u8]) -> Result<&RegionDescriptor, ClientError> {
+        self.regions
+            .iter()
+            .find(|r| {
+                key >= r.start_key.as_slice()
+                    && (r.end_key.is_empty() || key < r.end_key.as_slice())
+            })
+            .ok_or(ClientError::NoRegion {
+                regions: self.regions.len(),
+            })
+    }
+
+    /// The address of the core that owns `region` on `node`.
+    fn address_of(&self, node: NodeId, region: RegionId, core_hint: Option<u32>) -> Option<String> {
+        let store = self.stores.get(&node)?;
+        let cores = store.client_addrs.len().max(1);
+        let core = core_hint.map_or((region.0 % cores as u64) as usize, |c| c as usize);
+        store
+            .client_addrs
+            .get(core.min(store.client_addrs.len().saturating_sub(1)))
+            .cloned()
+    }
+
+    /// Sends `op` for `key`'s Region, following hints until it is served, refused for good,
+    /// or out of time.
+    fn execute(
+        &mut self,
+        key: &[u8],
+        mode: Mode,
+        op: ClientOp,
+    ) -> Result<Result<ClientReply, WireError>, ClientError> {
+        let started = Instant::now();
+        let mut backoff = self.options.backoff_initial;
+        let mut target: Option<NodeId> = None;
+        let mut core_hint = None;
+        let mut last = String::from("none");
+        for attempt in 1..=self.options.attempts_max {
+            if started.elapsed() > self.options.request_timeout {
+                return Err(exhausted(attempt - 1, started, last));
+            }
+            let region = self.region_for(key)?.clone();
+            let node = target
+                .or(region.leader)
+                .unwrap_or(region.peers[(attempt as usize) % region.peers.len()]);
+            let Some(addr) = self.address_of(node, region.region_id, core_hint.take()) else {
+                self.refresh_routing()?;
+                continue;
+            };
+            let result = self.call(&addr, region.region_id, region.epoch, mode, op.clone());
+            let retry = match result {
+                Ok(Ok(reply)) => {
+                    self.remember_leader(region.region_id, node);
+                    return Ok(Ok(reply));
+                }
+                Ok(Err(WireError::NotLeader { leader, .. })) => {
+                    target = leader.filter(|l| *l != node);
+                    if target.is_none() {
+                        std::thread::sleep(backoff);
+                    }
+                    "not leader".to_string()
+                }
+                Ok(Err(WireError::WrongCore { core })) => {
+                    core_hint = Some(core.0);
+                    target = Some(node);
+                    "wrong core".to_string()
+                }
+                Ok(Err(
+                    error @ (WireError::StaleEpoch { .. }
+                    | WireError::KeyNotInRegion { .. }
+                    | WireError::RegionNotFound { .. }),
+                )) => {
+                    self.refresh_routing()?;
+                    target = None;
+                    error.to_string()
+                }
+                Ok(Err(WireError::ServerBusy)) => {
+                    std::thread::sleep(backoff);
+                    "server busy".to_string()
+                }
+                Ok(Err(error)) => return Ok(Err(error)),
+                Err(error) => {
+                    // The node may be down: try another replica after a pause.
+                    self.connections.remove(&addr);
+                    target = None;
+                    self.forget_leader(region.region_id);
+                    std::thread::sleep(backoff);
+                    error.to_string()
+                }
+            };
+            last = retry;
+            backoff = (backoff * 2).min(self.options.backoff_max);
+        }
+        Err(exhausted(self.options.attempts_max, started, last))
+    }
+
+    fn remember_leader(&mut self, region: RegionId, leader: NodeId) {
+        if let Some(r) = self.regions.iter_mut().find(|r| r.region_id == region) {
+            r.leader = Some(leader);
+        }
+    }
+
+    fn forget_leader(&mut self, region: RegionId) {
+        if let Some(r) = self.regions.iter_mut().find(|r| r.region_id == region) {
+            r.leader = None;
+        }
+    }
+
+    /// One round trip to `addr`.
+    fn call(
+        &mut self,
+        addr: &str,
+        region_id: RegionId,
+        epoch: RegionEpoch,
+        mode: Mode,
+        op: ClientOp,
+    ) -> Result<Result<ClientReply, WireError>, ClientError> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let request = ClientRequest {
+            request_id,
+            namespace: self.options.namespace.clone(),
+            mode,
+            region_id,
+            epoch,
+            op,
+        };
+        let frame = encode_frame(FrameType::ClientRequest, &encode_client_request(&request));
+        let timeout = self.options.request_timeout;
+        let limits = self.limits.clone();
+        let connection = self.connection(addr)?;
+        let io_error = |e: std::io::Error| ClientError::Connection {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        connection.stream.write_all(&frame).map_err(io_error)?;
+        let deadline = Instant::now() + timeout;
+        let mut buffer = [0u8; 64 * 1024];
+        loop {
+            let next = connection
+                .decoder
+                .next_frame()
+                .map_err(|e| ClientError::Connection {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
+            if let Some(frame) = next? {
+                let response = decode_client_response(&frame.payload, &limits).map_err(|e| {
+                    ClientError::Connection {
+                        addr: addr.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                if response.request_id == request_id {
+                    return Ok(response.result);
+                }
+                continue; // an answer to an abandoned request
+            }
+            if Instant::now() > deadline {
+                self.connections.remove(addr);
+                return Err(ClientError::Connection {
+                    addr: addr.to_string(),
+                    reason: "timed out waiting for the answer".into(),
+                });
+            }
+            let read = match connection.stream.read(&mut buffer) {
+                Ok(read) => read,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    self.connections.remove(addr);
+                    return Err(io_error(e));
+                }
+            };
+            if read == 0 {
+                self.connections.remove(addr);
+                return Err(ClientError::Connection {
+                    addr: addr.to_string(),
+                    reason: "closed by the server".into(),
+                });
+            }
+            connection
+                .decoder
+                .push(&buffer[..read])
+                .map_err(|e| ClientError::Connection {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+    }
+
+    fn connection(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
+        if !self.connections.contains_key(addr) {
+            let connect_error = |source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            };
+            let socket: SocketAddr = addr
+                .to_socket_addrs()
+                .map_err(connect_error)?
+                .next()
+                .ok_or_else(|| ClientError::Connection {
+                    addr: addr.to_string(),
+                    reason: "address resolves to nothing".into(),
+                })?;
+            let stream =
+                TcpStream::connect_timeout(&socket, Duration::from_secs(2)).map_err(|source| {
+                    ClientError::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    }
+                })?;
+            stream.set_nodelay(true).ok();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .ok();
+            let decoder = FrameDecoder::new(self.limits.frame_bytes_max);
+            self.connections
+                .insert(addr.to_string(), Connection { stream, decoder });
+        }
+        Ok(self.connections.get_mut(addr).expect("inserted above"))
+    }
+}
+
+fn exhausted(attempts: u32, started: Instant, last: String) -> ClientError {
+    ClientError::RetriesExhausted {
+        attempts,
+        elapsed_ms: started.elapsed().as_millis(),
+        last,
+    }
+}
+
+fn unexpected(reply: Result<ClientReply, WireError>) -> ClientError {
+    match reply {
+        Err(error) => ClientError::Server(error),
+        Ok(other) => ClientError::Server(WireError::Internal {
+            message: format!("unexpected reply {other:?}"),
+        }),
+    }
+}
+
+fn expect_written(reply: Result<ClientReply, WireError>) -> Result<u64, ClientError> {
+    match reply {
+        Ok(ClientReply::Written { version }) => Ok(version),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn cas_outcome(reply: Result<ClientReply, WireError>) -> Result<CasOutcome, ClientError> {
+    match reply {
+        Ok(ClientReply::Written { version }) => Ok(CasOutcome::Done { version }),
+        Err(WireError::VersionMismatch { current_version }) => {
+            Ok(CasOutcome::Mismatch { current_version })
+        }
+        other => Err(unexpected(other)),
+    }
+}

@@ -1,0 +1,412 @@
+//! `tessera`: run a node (`serve`) or talk to one (put, get, delete, cas, cas-delete, scan,
+//! scan-prefix, regions, status).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tessera_node::client::{CasOutcome, Client, ClientOptions};
+use tessera_node::config::NodeConfig;
+use tessera_transport::client::{KeyValue, Mode};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "A thread-per-core, multi-Raft key-value store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (defaults: data in ./tessera-data, client port 7400, peer port 7500,
+    /// embedded placement driver, every core).
+    Serve(ServeArgs),
+    /// Write a value.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Read a value and its version.
+    Get {
+        key: String,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Write a value only if the key's version is EXPECTED_VERSION (0: must not exist).
+    Cas {
+        key: String,
+        expected_version: u64,
+        value: String,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Delete a key only if its version is EXPECTED_VERSION.
+    CasDelete {
+        key: String,
+        expected_version: u64,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// List keys in [START, END) (END empty: to the end).
+    Scan {
+        #[arg(default_value = "")]
+        start: String,
+        #[arg(default_value = "")]
+        end: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// List keys starting with PREFIX.
+    ScanPrefix {
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Show the routing table: Regions, their ranges, peers and leaders.
+    Regions {
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Show each core's Regions with their Raft state.
+    Status {
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML config file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    node_id: Option<u64>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Core i serves clients on client-port + i.
+    #[arg(long)]
+    client_port: Option<u16>,
+    /// Core i talks to peers on peer-port + i.
+    #[arg(long)]
+    peer_port: Option<u16>,
+    /// Executors to run (default: every core).
+    #[arg(long)]
+    cores: Option<usize>,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Any node's client address.
+    #[arg(long, default_value = "127.0.0.1:7400", global = true)]
+    addr: String,
+    /// Namespace of the keys.
+    #[arg(long, default_value = "", global = true)]
+    namespace: String,
+    /// Linearizable reads and versioned writes (default for reads: raw, served by the leader).
+    #[arg(long, global = true)]
+    strong: bool,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        command => client_command(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(v) = args.node_id {
+        config.node_id = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.client_port {
+        config.client_port = v;
+    }
+    if let Some(v) = args.peer_port {
+        config.peer_port = v;
+    }
+    if let Some(v) = args.cores {
+        config.cores = v;
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, shutdown.clone())
+            .context("installing signal handlers")?;
+    }
+    let client_addr = config.client_addr(0);
+    tessera_node::server::run(config, shutdown, |meta| {
+        tracing::info!(
+            node = meta.node_id,
+            cluster = meta.cluster_id,
+            cores = meta.cores,
+            regions = meta.regions.len(),
+            %client_addr,
+            "serving; try `tessera put hello world` and `tessera get hello`"
+        );
+    })?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn common(command: &Command) -> &ClientArgs {
+    match command {
+        Command::Put { common, .. }
+        | Command::Get { common, .. }
+        | Command::Delete { common, .. }
+        | Command::Cas { common, .. }
+        | Command::CasDelete { common, .. }
+        | Command::Scan { common, .. }
+        | Command::ScanPrefix { common, .. }
+        | Command::Regions { common }
+        | Command::Status { common } => common,
+        Command::Serve(_) => unreachable!("serve is not a client command"),
+    }
+}
+
+fn client_command(command: Command) -> anyhow::Result<()> {
+    let args = common(&command);
+    let options = ClientOptions {
+        namespace: args.namespace.clone(),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(&args.addr, options)
+        .with_context(|| format!("connecting to {}", args.addr))?;
+    let mode = if args.strong { Mode::Strong } else { Mode::Raw };
+    let json = args.json;
+    match &command {
+        Command::Put { key, value, .. } => {
+            let version = client.put(key.as_bytes(), value.as_bytes(), mode)?;
+            print(
+                json,
+                json!({"ok": true, "version": version}),
+                format!("OK (version {version})"),
+            );
+        }
+        Command::Get { key, .. } => match client.get(key.as_bytes(), mode)? {
+            Some(found) => {
+                let value = String::from_utf8_lossy(&found.value);
+                print(
+                    json,
+                    json!({"found": true, "value": value, "version": found.version}),
+                    format!("{value}\t(version {})", found.version),
+                );
+            }
+            None => {
+                print(json, json!({"found": false}), "(not found)".to_string());
+                bail_quietly()?;
+            }
+        },
+        Command::Delete { key, .. } => {
+            client.delete(key.as_bytes(), mode)?;
+            print(json, json!({"ok": true}), "OK".to_string());
+        }
+        Command::Cas {
+            key,
+            expected_version,
+            value,
+            ..
+        } => cas_result(
+            json,
+            client.cas(key.as_bytes(), *expected_version, value.as_bytes())?,
+        )?,
+        Command::CasDelete {
+            key,
+            expected_version,
+            ..
+        } => cas_result(json, client.cas_delete(key.as_bytes(), *expected_version)?)?,
+        Command::Scan {
+            start, end, limit, ..
+        } => {
+            print_items(
+                json,
+                &client.scan(start.as_bytes(), end.as_bytes(), *limit, mode)?,
+            );
+        }
+        Command::ScanPrefix { prefix, limit, .. } => {
+            print_items(json, &client.scan_prefix(prefix.as_bytes(), *limit, mode)?);
+        }
+        Command::Regions { .. } => print_regions(json, &client),
+        Command::Status { .. } => print_status(json, &mut client)?,
+        Command::Serve(_) => unreachable!(),
+    }
+    Ok(())
+}
+
+/// Exit non-zero without another message (the answer was already printed).
+fn bail_quietly() -> anyhow::Result<()> {
+    std::process::exit(1);
+}
+
+fn print(json: bool, value: serde_json::Value, text: String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+fn cas_result(json: bool, outcome: CasOutcome) -> anyhow::Result<()> {
+    match outcome {
+        CasOutcome::Done { version } => {
+            print(
+                json,
+                json!({"ok": true, "version": version}),
+                format!("OK (version {version})"),
+            );
+            Ok(())
+        }
+        CasOutcome::Mismatch { current_version } => {
+            print(
+                json,
+                json!({"ok": false, "current_version": current_version}),
+                format!("version mismatch: the key's version is {current_version}"),
+            );
+            bail!("compare failed")
+        }
+    }
+}
+
+fn print_items(json: bool, items: &[KeyValue]) {
+    if json {
+        let list: Vec<_> = items
+            .iter()
+            .map(|i| json!({"key": String::from_utf8_lossy(&i.key), "value": String::from_utf8_lossy(&i.value), "version": i.version}))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return;
+    }
+    for item in items {
+        println!(
+            "{}\t{}\t(version {})",
+            String::from_utf8_lossy(&item.key),
+            String::from_utf8_lossy(&item.value),
+            item.version
+        );
+    }
+    println!("({} keys)", items.len());
+}
+
+fn print_regions(json: bool, client: &Client) {
+    let (regions, stores) = client.routing();
+    let show = |k: &[u8], open: &str| {
+        if k.is_empty() {
+            open.to_string()
+        } else {
+            format!("{:?}", String::from_utf8_lossy(k))
+        }
+    };
+    if json {
+        let list: Vec<_> = regions
+            .iter()
+            .map(|r| json!({"id": r.region_id.get(), "start": String::from_utf8_lossy(&r.start_key), "end": String::from_utf8_lossy(&r.end_key), "version": r.epoch.version, "conf_version": r.epoch.conf_version, "peers": r.peers.iter().map(|p| p.get()).collect::<Vec<_>>(), "leader": r.leader.map(|l| l.get())}))
+            .collect();
+        let stores: Vec<_> = stores
+            .iter()
+            .map(|s| json!({"node": s.node_id.get(), "client_addrs": s.client_addrs}))
+            .collect();
+        println!("{}", json!({"regions": list, "stores": stores}));
+        return;
+    }
+    println!("REGION  RANGE                 EPOCH  PEERS      LEADER");
+    for r in regions {
+        let range = format!(
+            "[{}, {})",
+            show(&r.start_key, "\"\""),
+            show(&r.end_key, "+inf")
+        );
+        let peers: Vec<String> = r.peers.iter().map(|p| p.get().to_string()).collect();
+        let leader = r.leader.map_or("?".to_string(), |l| l.get().to_string());
+        println!(
+            "{:<7} {:<21} {}/{}    {:<10} {}",
+            r.region_id.get(),
+            range,
+            r.epoch.version,
+            r.epoch.conf_version,
+            peers.join(","),
+            leader
+        );
+    }
+}
+
+fn print_status(json: bool, client: &mut Client) -> anyhow::Result<()> {
+    let addrs: Vec<String> = client
+        .routing()
+        .1
+        .iter()
+        .flat_map(|s| s.client_addrs.clone())
+        .collect();
+    let mut rows = Vec::new();
+    for addr in &addrs {
+        let status = client.status(Some(addr))?;
+        for region in status.regions {
+            rows.push((status.node_id, region));
+        }
+    }
+    if json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(node, r)| json!({"node": node.get(), "region": r.region_id.get(), "core": r.core.0, "leader": r.leader.map(|l| l.get()), "term": r.term.get(), "commit": r.commit_index.get(), "applied": r.applied_index.get()}))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    println!("NODE  REGION  CORE  LEADER  TERM  COMMIT  APPLIED");
+    for (node, r) in rows {
+        let leader = r.leader.map_or("?".to_string(), |l| l.get().to_string());
+        println!(
+            "{:<5} {:<7} {:<5} {:<7} {:<5} {:<7} {}",
+            node.get(),
+            r.region_id.get(),
+            r.core.0,
+            leader,
+            r.term.get(),
+            r.commit_index.get(),
+            r.applied_index.get()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Startup: the data directory's metadata (new cluster or existing one), the initial Region
+//! layout handed out by the embedded placement driver, and each core's recovery of its
+//! Regions from snapshots plus the WAL.
+
+use std::path::{Path, PathBuf};
+
+use tessera_core::{Entry, LogIndex, MemStorage, NodeId, RegionId, Snapshot, SnapshotMetadata};
+use tessera_wal::Wal;
+
+use crate::config::NodeConfig;
+use crate::kv::KvState;
+use crate::meta::{DataMeta, MetaError, RegionMeta, StoreMeta};
+use crate::region::{owning_core, validate_layout, Region, RegionEpoch};
+use crate::server::snapshot_files;
+use crate::store::Store;
+
+/// Entries read back from the WAL per call during recovery.
+const RECOVERY_READ_BYTES_MAX: usize = 8 << 20;
+
+/// The embedded placement driver's first layout: Regions split at `split_keys`, ids from 1,
+/// every Region on every store (up to `replicas` of them, lowest ids first).
+pub fn initial_layout(split_keys: &[String], stores: &[NodeId], replicas: usize) -> Vec<Region> {
+    let mut keys: Vec<Vec<u8>> = split_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    keys.sort();
+    let mut peers: Vec<NodeId> = stores.to_vec();
+    peers.sort();
+    peers.truncate(replicas.max(1));
+    let mut bounds = vec![Vec::new()];
+    bounds.extend(keys);
+    bounds.push(Vec::new());
+    bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, pair)| Region {
+            id: RegionId(i as u64 + 1),
+            start_key: pair[0].clone(),
+            end_key: pair[1].clone(),
+            epoch: RegionEpoch {
+                version: 1,
+                conf_version: 1,
+            },
+            peers: peers.clone(),
+        })
+        .collect()
+}
+
+/// A cluster id that is never 0 and unlikely to repeat.
+fn new_cluster_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed =
+        tessera_core::rng::SplitMix64::new(nanos ^ u64::from(std::process::id())).next_u64();
+    mixed.max(1)
+}
+
+/// Loads the metadata of `config.data_dir`, or creates it for a new single-node cluster.
+///
+/// # Errors
+/// `MetaError` when the directory is damaged or was written for another node or core count.
+pub fn load_or_create_meta(config: &NodeConfig) -> Result<DataMeta, MetaError> {
+    let dir = &config.data_dir;
+    let cores = config.core_count();
+    if let Some(meta) = DataMeta::load(dir)? {
+        let mismatch = |what: String| MetaError::Mismatch {
+            path: dir.clone(),
+            what,
+        };
+        if meta.node_id != config.node_id {
+            return Err(mismatch(format!(
+                "node {} (this is node {})",
+                meta.node_id, config.node_id
+            )));
+        }
+        if meta.cores != cores {
+            return Err(mismatch(format!(
+                "a node with {} cores (started with {cores}; pass --cores {})",
+                meta.cores, meta.cores
+            )));
+        }
+        meta.regions(dir)?;
+        return Ok(meta);
+    }
+    let store = StoreMeta {
+        node_id: config.node_id,
+        host: config.listen_host.to_string(),
+        client_port: config.client_port,
+        peer_port: config.peer_port,
+        cores,
+    };
+    let regions = initial_layout(&config.initial_split_keys, &[NodeId(config.node_id)], 1);
+    validate_layout(&regions).map_err(|message| MetaError::Damaged {
+        path: dir.join("meta.toml"),
+        message,
+    })?;
+    let meta = DataMeta {
+        cluster_id: new_cluster_id(),
+        node_id: config.node_id,
+        cores,
+        stores: vec![store],
+        regions: regions.iter().map(RegionMeta::from_region).collect(),
+    };
+    meta.store(dir)?;
+    tracing::info!(
+        cluster_id = meta.cluster_id,
+        regions = regions.len(),
+        "bootstrapped a new cluster"
+    );
+    Ok(meta)
+}
+
+/// Where core `core` keeps its WAL and snapshots.
+pub fn core_dir(data_dir: &Path, core: usize) -> PathBuf {
+    data_dir.join(format!("core-{core}"))
+}
+
+/// What recovery found, for the startup log.
+#[derive(Debug, Default)]
+pub struct RecoverySummary {
+    pub regions: usize,
+    pub snapshots: usize,
+    pub entries: usize,
+}
+
+/// Rebuilds the Store of core `core`: each of its Regions from its newest snapshot (or the
+/// bootstrap state) plus the WAL entries after it.
+///
+/// # Errors
+/// A message naming the Region and what could not be read.
+pub fn recover_store(
+    store: &mut Store,
+    regions: &[Region],
+    core: usize,
+    cores: usize,
+    wal: &Wal,
+    snapshot_dir: &Path,
+) -> Result<RecoverySummary, String> {
+    let mut summary = RecoverySummary::default();
+    for region in regions.iter().filter(|r| owning_core(r.id, cores) == core) {
+        let (storage, kv, snapshot_found, entries) = recover_region(region, wal, snapshot_dir)?;
+        summary.regions += 1;
+        summary.snapshots += usize::from(snapshot_found);
+        summary.entries += entries;
+        store
+            .add_region(region.clone(), storage, kv)
+            .map_err(|e| format!("{region}: {e}"))?;
+    }
+    Ok(summary)
+}
+
+/// Records in the WAL, once, that each Region new to it starts from the bootstrap snapshot,
+/// so the WAL accepts its first entries (they follow index `BOOTSTRAP_INDEX`).
+///
+/// # Errors
+/// When the WAL append fails.
+pub async fn mark_new_regions(wal: &Wal, store: &Store) -> Result<(), String> {
+    let mut batch = tessera_wal::LogBatch::new();
+    for region in store.regions() {
+        if wal.last_index(region.id).is_err() {
+            batch.compact_to(
+                region.id,
+                tessera_core::BOOTSTRAP_INDEX,
+                tessera_core::BOOTSTRAP_TERM,
+            );
+        }
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    wal.append(batch)
+        .await
+        .map_err(|e| format!("recording new regions in the WAL: {e}"))
+}
+
+fn recover_region(
+    region: &Region,
+    wal: &Wal,
+    snapshot_dir: &Path,
+) -> Result<(MemStorage, KvState, bool, usize), String> {
+    let mut storage = Store::bootstrap_storage(region);
+    let mut kv = KvState::default();
+    let snapshot =
+        snapshot_files::newest(snapshot_dir, region.id).map_err(|e| format!("{region}: {e}"))?;
+    let snapshot_found = snapshot.is_some();
+    if let Some(file) = snapshot {
+        kv = KvState::decode_snapshot(&file.data)
+            .map_err(|e| format!("{region}: snapshot {}: {e}", file.path.display()))?;
+        storage.apply_snapshot(Snapshot {
+            metadata: SnapshotMetadata {
+                index: file.index,
+                term: file.term,
+                conf_state: file.conf_state,
+            },
+            data: file.data.into(),
+        });
+    }
+    let entries = wal_entries_after(wal, region.id, storage_last(&storage))?;
+    storage.append(&entries);
+    if let Ok(Some(hard_state)) = wal.hard_state(region.id) {
+        storage.set_hard_state(hard_state);
+    }
+    Ok((storage, kv, snapshot_found, entries.len()))
+}
+
+fn storage_last(storage: &MemStorage) -> LogIndex {
+    use tessera_core::Storage;
+    storage.last_index()
+}
+
+/// The Region's WAL entries after `after` (entries at or below it are covered already).
+fn wal_entries_after(wal: &Wal, region: RegionId, after: LogIndex) -> Result<Vec<Entry>, String> {
+    let Ok(last) = wal.last_index(region) else {
+        return Ok(Vec::new()); // nothing logged for this Region yet
+    };
+    let first = wal.first_index(region).map_err(|e| e.to_string())?;
+    let mut low = first.max(after.next());
+    if first > after.next() && last >= first {
+        return Err(format!(
+            "region {}: the WAL starts at index {first:?} but the newest snapshot ends at {after:?}; entries in between are missing",
+            region.0
+        ));
+    }
+    let mut entries = Vec::new();
+    while low <= last {
+        let chunk = wal
+            .entries(region, low, last.next(), RECOVERY_READ_BYTES_MAX)
+            .map_err(|e| format!("region {}: {e}", region.0))?;
+        let Some(end) = chunk.last().map(|e| e.index) else {
+            break;
+        };
+        entries.extend(chunk);
+        low = end.next();
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_layout_is_two_regions_split_at_m() {
+        let layout = initial_layout(&["m".to_string()], &[NodeId(1)], 1);
+        assert_eq!(layout.len(), 2);
+        assert_eq!(
+            (layout[0].start_key.as_slice(), layout[0].end_key.as_slice()),
+            (&b""[..], &b"m"[..])
+        );
+        assert_eq!(
+            (layout[1].start_key.as_slice(), layout[1].end_key.as_slice()),
+            (&b"m"[..], &b""[..])
+        );
+        validate_layout(&layout).unwrap();
+    }
+
+    #[test]
+    fn replicas_pick_the_lowest_store_ids() {
+        let layout = initial_layout(&[], &[NodeId(3), NodeId(1), NodeId(2), NodeId(4)], 3);
+        assert_eq!(layout.len(), 1);
+        assert_eq!(layout[0].peers, vec![NodeId(1), NodeId(2), NodeId(3)]);
+    }
+}

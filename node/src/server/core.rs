@@ -1,0 +1,366 @@
+//! One core's event loop: the thin glue between sockets, the WAL and the Store.
+//!
+//! Each turn of the loop:
+//! 1. waits for at least one event, then drains every event already queued (Raft batches,
+//!    client requests, ticks) into the Store;
+//! 2. while the Store has work: sends what may leave at once, writes every Region's entries
+//!    and hard states in ONE WAL append (one write + one fdatasync), then lets the Store
+//!    apply, and sends what waited for durability;
+//! 3. answers the clients.
+//!
+//! A WAL write or fsync failure stops the node: after a failed fsync the kernel may have
+//! dropped the dirty pages, so retrying could acknowledge data that is not on disk.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use tessera_core::{LogIndex, Message, NodeId, RegionId, Term};
+use tessera_transport::client::{
+    ClientError, ClientOp, ClientReply, ClientRequest, NodeStatus, RegionDescriptor,
+    RegionStatus as WireRegionStatus, StoreDescriptor,
+};
+use tessera_transport::net::{PeerSender, TransportConfig};
+use tessera_transport::{ClusterId, CoreId};
+use tessera_wal::{LogBatch, Wal};
+
+use crate::meta::DataMeta;
+use crate::region::{owning_core, Region};
+use crate::store::{Persisted, Store, StoreReady, Token};
+
+use super::clients::{to_kv_request, to_wire_epoch, to_wire_result, ReplyTo};
+use super::snapshot_files;
+
+/// Events waiting for the core loop, at most this many (then senders back off).
+pub const INBOX_EVENTS_MAX: usize = 65_536;
+
+/// What the core loop reacts to.
+pub enum Event {
+    Tick,
+    Raft(Vec<(RegionId, Message)>),
+    Client {
+        reply_to: ReplyTo,
+        request: ClientRequest,
+    },
+}
+
+/// The sending side of a core's event queue.
+pub type Inbox = Rc<LocalSender<Event>>;
+
+/// Creates a core's event queue.
+pub fn inbox() -> (Inbox, LocalReceiver<Event>) {
+    let (sender, receiver) = local_channel::new_bounded(INBOX_EVENTS_MAX);
+    (Rc::new(sender), receiver)
+}
+
+/// Everything one core's loop owns.
+pub struct CoreLoop {
+    pub core: usize,
+    pub cores: usize,
+    pub meta: Rc<DataMeta>,
+    pub store: Store,
+    pub wal: Wal,
+    pub snapshot_dir: PathBuf,
+    pub transport: Rc<TransportConfig>,
+    pub shutdown: Arc<AtomicBool>,
+    peers: HashMap<(NodeId, usize), PeerSender>,
+    replies: HashMap<Token, ReplyTo>,
+    next_token: Token,
+    /// Snapshot files written since the last WAL batch: their compaction marks go in the next.
+    compactions: Vec<(RegionId, LogIndex, Term)>,
+}
+
+/// Why a core stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(
+        "core {core}: WAL append failed, stopping so nothing unsynced is acknowledged: {source}"
+    )]
+    Wal {
+        core: usize,
+        source: tessera_wal::WalError,
+    },
+    #[error("core {core}: writing a snapshot failed: {message}")]
+    Snapshot { core: usize, message: String },
+}
+
+impl CoreLoop {
+    pub fn new(
+        core: usize,
+        meta: Rc<DataMeta>,
+        store: Store,
+        wal: Wal,
+        snapshot_dir: PathBuf,
+        transport: Rc<TransportConfig>,
+        shutdown: Arc<AtomicBool>,
+    ) -> CoreLoop {
+        CoreLoop {
+            core,
+            cores: meta.cores,
+            meta,
+            store,
+            wal,
+            snapshot_dir,
+            transport,
+            shutdown,
+            peers: HashMap::new(),
+            replies: HashMap::new(),
+            next_token: 1,
+            compactions: Vec::new(),
+        }
+    }
+
+    /// Runs until shutdown is requested or the WAL fails.
+    ///
+    /// # Errors
+    /// `CoreError` when the WAL or a snapshot cannot be written.
+    pub async fn run(mut self, events: LocalReceiver<Event>) -> Result<Wal, CoreError> {
+        self.store.campaign_all();
+        self.run_rounds().await?;
+        while let Some(event) = events.recv().await {
+            self.on_event(event);
+            while let Some(Some(event)) = futures_lite::future::poll_once(events.recv()).await {
+                self.on_event(event);
+            }
+            self.run_rounds().await?;
+            self.answer_clients();
+            if self.shutdown.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        Ok(self.wal)
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Tick => self.store.on_tick(),
+            Event::Raft(batch) => self.store.on_raft_messages(batch),
+            Event::Client { reply_to, request } => self.on_client(reply_to, request),
+        }
+    }
+
+    fn on_client(&mut self, reply_to: ReplyTo, request: ClientRequest) {
+        match request.op {
+            ClientOp::Regions => return reply_to.send(Ok(self.routing_table())),
+            ClientOp::Status => return reply_to.send(Ok(ClientReply::Status(self.status()))),
+            _ => {}
+        }
+        let owner = owning_core(request.region_id, self.cores);
+        if owner != self.core
+            && self
+                .meta
+                .regions
+                .iter()
+                .any(|r| r.id == request.region_id.0)
+        {
+            return reply_to.send(Err(ClientError::WrongCore {
+                core: CoreId(owner as u32),
+            }));
+        }
+        match to_kv_request(&request) {
+            Ok(kv_request) => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.replies.insert(token, reply_to);
+                self.store.on_request(token, kv_request);
+            }
+            Err(error) => reply_to.send(Err(error)),
+        }
+    }
+
+    /// Step 2 of the module docs, until the Store is idle.
+    async fn run_rounds(&mut self) -> Result<(), CoreError> {
+        while let Some(mut ready) = self.store.ready() {
+            let now = ready.messages_now();
+            self.send_raft(now);
+            let batch = self.wal_batch(&ready)?;
+            if !batch.is_empty() {
+                self.wal
+                    .append(batch)
+                    .await
+                    .map_err(|source| CoreError::Wal {
+                        core: self.core,
+                        source,
+                    })?;
+            }
+            let persisted: Persisted = self.store.on_persisted(ready);
+            self.send_raft(persisted.messages);
+            for taken in persisted.snapshots {
+                self.write_snapshot(
+                    taken.region,
+                    taken.index,
+                    taken.term,
+                    &taken.conf_state,
+                    &taken.data,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The round's WAL batch. A received snapshot is written to its file first, so that the
+    /// compaction mark in this batch never points past a durable snapshot.
+    fn wal_batch(&mut self, ready: &StoreReady) -> Result<LogBatch, CoreError> {
+        let mut batch = LogBatch::new();
+        for (region, index, term) in self.compactions.drain(..) {
+            batch.compact_to(region, index, term);
+        }
+        for (region, group) in ready.groups() {
+            if let Some(snapshot) = &group.snapshot {
+                let meta = &snapshot.metadata;
+                let (index, term, conf, data) = (
+                    meta.index,
+                    meta.term,
+                    meta.conf_state.clone(),
+                    snapshot.data.clone(),
+                );
+                self.write_snapshot(*region, index, term, &conf, &data)?;
+                for (r, i, t) in self.compactions.drain(..) {
+                    batch.compact_to(r, i, t);
+                }
+            }
+            batch.add_entries(*region, &group.entries);
+            if let Some(hard_state) = group.hard_state {
+                batch.set_hard_state(*region, hard_state);
+            }
+        }
+        Ok(batch)
+    }
+
+    fn write_snapshot(
+        &mut self,
+        region: RegionId,
+        index: LogIndex,
+        term: Term,
+        conf: &tessera_core::ConfState,
+        data: &[u8],
+    ) -> Result<(), CoreError> {
+        snapshot_files::write(&self.snapshot_dir, region, index, term, conf, data).map_err(
+            |e| CoreError::Snapshot {
+                core: self.core,
+                message: e.to_string(),
+            },
+        )?;
+        self.compactions.push((region, index, term));
+        Ok(())
+    }
+
+    /// Queues Raft messages to the owning core of each destination node.
+    fn send_raft(&mut self, batches: tessera_core::multi::Batches) {
+        for (node, messages) in batches {
+            for (region, message) in messages {
+                let Some(sender) = self.peer_sender(node, region) else {
+                    tracing::debug!(?node, "no address for node; dropping a message");
+                    continue;
+                };
+                if let Err(error) = sender.send(region, message) {
+                    tracing::debug!(?node, %error, "peer queue refused a message (Raft will resend)");
+                }
+            }
+        }
+    }
+
+    fn peer_sender(&mut self, node: NodeId, region: RegionId) -> Option<&PeerSender> {
+        let store = self.meta.stores.iter().find(|s| s.node_id == node.0)?;
+        let core = owning_core(region, store.cores);
+        if !self.peers.contains_key(&(node, core)) {
+            let addr = format!("{}:{}", store.host, store.peer_port as usize + core)
+                .parse()
+                .ok()?;
+            let sender = PeerSender::spawn(self.transport.clone(), node, CoreId(core as u32), addr);
+            self.peers.insert((node, core), sender);
+        }
+        self.peers.get(&(node, core))
+    }
+
+    fn answer_clients(&mut self) {
+        let replies = self.store.take_replies();
+        if replies.is_empty() {
+            return;
+        }
+        let regions: Vec<Region> = self.store.regions().cloned().collect();
+        for (token, result) in replies {
+            let Some(reply_to) = self.replies.remove(&token) else {
+                continue;
+            };
+            let meta = &self.meta;
+            let wire = to_wire_result(
+                result,
+                |region| describe(region, None),
+                |node| client_address(meta, node, regions.first().map_or(RegionId(0), |r| r.id)),
+            );
+            reply_to.send(wire);
+        }
+    }
+
+    fn routing_table(&self) -> ClientReply {
+        let regions = self
+            .meta
+            .regions(std::path::Path::new("."))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|region| {
+                let leader = self.store.raft(region.id).and_then(|c| c.leader());
+                describe(&region, leader)
+            })
+            .collect();
+        let stores = self
+            .meta
+            .stores
+            .iter()
+            .map(|s| StoreDescriptor {
+                node_id: NodeId(s.node_id),
+                client_addrs: (0..s.cores)
+                    .map(|c| format!("{}:{}", s.host, s.client_port as usize + c))
+                    .collect(),
+                cores: s.cores as u32,
+            })
+            .collect();
+        ClientReply::Regions { regions, stores }
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node_id: self.store.node(),
+            cluster_id: ClusterId(self.meta.cluster_id),
+            cores: self.cores as u32,
+            regions: self
+                .store
+                .status()
+                .into_iter()
+                .map(|s| WireRegionStatus {
+                    region_id: s.region.id,
+                    core: CoreId(self.core as u32),
+                    leader: s.leader,
+                    term: s.term,
+                    commit_index: s.committed,
+                    applied_index: s.applied,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn describe(region: &Region, leader: Option<NodeId>) -> RegionDescriptor {
+    RegionDescriptor {
+        region_id: region.id,
+        start_key: region.start_key.clone(),
+        end_key: region.end_key.clone(),
+        epoch: to_wire_epoch(region.epoch),
+        peers: region.peers.clone(),
+        leader,
+    }
+}
+
+fn client_address(meta: &DataMeta, node: NodeId, region: RegionId) -> Option<String> {
+    let store = meta.stores.iter().find(|s| s.node_id == node.0)?;
+    let core = owning_core(region, store.cores);
+    Some(format!(
+        "{}:{}",
+        store.host,
+        store.client_port as usize + core
+    ))
+}

@@ -1,0 +1,267 @@
+//! The running node: one pinned glommio executor per core, each with its own WAL, Regions,
+//! listeners and peer connections. Cores share nothing but the read-only cluster metadata and
+//! a shutdown flag (an atomic, never a lock on the request path).
+//!
+//! Startup order:
+//! 1. validate the config, lock the data directory, load or create its metadata;
+//! 2. check the locked-memory limit covers every core's io_uring memory;
+//! 3. start the cores; each opens its WAL, recovers its Regions, binds its ports, and reports
+//!    ready (or the error that stopped it) before the node counts as started;
+//! 4. on SIGINT/SIGTERM: each core stops accepting, finishes its round (the WAL is synced at
+//!    the end of every round), closes its WAL, and the process exits 0.
+
+pub mod bootstrap;
+pub mod clients;
+pub mod core;
+pub mod snapshot_files;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::Placement;
+use tessera_core::NodeId;
+use tessera_transport::net::{bind, serve_peers, RaftBatchHandler, TransportConfig};
+use tessera_transport::{ClusterId, CoreId, DecodeLimits};
+use tessera_wal::{Wal, WalOptions};
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::meta::{lock_data_dir, DataMeta, MetaError};
+use crate::store::{Store, StoreConfig};
+
+use self::core::{CoreLoop, Event};
+
+/// Why the node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("core {core}: {message}")]
+    Core { core: usize, message: String },
+    #[error("the locked-memory limit (ulimit -l) is {limit_bytes} bytes, but {cores} cores need {needed_bytes} bytes of io_uring memory; raise the limit (e.g. `ulimit -l unlimited`) or lower io_memory_bytes / --cores")]
+    MemlockTooLow {
+        limit_bytes: u64,
+        needed_bytes: u64,
+        cores: usize,
+    },
+}
+
+/// What a started core reports back.
+type Started = Result<(), String>;
+
+/// Runs the node until `shutdown` becomes true (the binary sets it on SIGINT/SIGTERM), or a
+/// core fails. `on_ready` is called once every core serves.
+///
+/// # Errors
+/// A `ServerError` naming what could not start or why a core stopped.
+pub fn run(
+    config: NodeConfig,
+    shutdown: Arc<AtomicBool>,
+    on_ready: impl FnOnce(&DataMeta),
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let meta = bootstrap::load_or_create_meta(&config)?;
+    let cores = meta.cores;
+    check_memlock(config.io_memory_bytes, cores)?;
+    let (started_tx, started_rx) = mpsc::channel::<(usize, Started)>();
+    let mut handles = Vec::new();
+    for core in 0..cores {
+        let (config, meta, shutdown, started) = (
+            config.clone(),
+            meta.clone(),
+            shutdown.clone(),
+            started_tx.clone(),
+        );
+        let placement = if cores <= available_cpus() {
+            Placement::Fixed(core)
+        } else {
+            Placement::Unbound
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("tessera-core-{core}"))
+            .spawn(move || {
+                // A core that stops for any reason, a panic included, stops the whole node.
+                let _stop_all = StopOnExit(shutdown.clone());
+                let name = format!("tessera-core-{core}");
+                let io_memory = config.io_memory_bytes;
+                match tessera_wal::executor::build_executor(&name, placement, io_memory) {
+                    Ok(executor) => executor.run(run_core(core, config, meta, shutdown, started)),
+                    Err(error) => {
+                        let message = error.to_string();
+                        let _ = started.send((core, Err(message.clone())));
+                        Err(message)
+                    }
+                }
+            })
+            .map_err(|e| ServerError::Core {
+                core,
+                message: format!("cannot start thread: {e}"),
+            })?;
+        handles.push(handle);
+    }
+    drop(started_tx);
+    let mut first_error = None;
+    for _ in 0..cores {
+        match started_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((core, Err(message))) => {
+                first_error.get_or_insert(ServerError::Core { core, message });
+                shutdown.store(true, Ordering::Relaxed);
+            }
+            Err(_) => break,
+        }
+    }
+    if first_error.is_none() {
+        on_ready(&meta);
+    }
+    for (core, handle) in handles.into_iter().enumerate() {
+        let outcome = handle
+            .join()
+            .unwrap_or_else(|_| Err("panicked".to_string()));
+        if let Err(message) = outcome {
+            first_error.get_or_insert(ServerError::Core { core, message });
+            shutdown.store(true, Ordering::Relaxed);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Sets the shutdown flag when dropped, also while unwinding from a panic.
+struct StopOnExit(Arc<AtomicBool>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn check_memlock(io_memory_bytes: usize, cores: usize) -> Result<(), ServerError> {
+    let needed_bytes = (io_memory_bytes * cores) as u64;
+    match tessera_wal::executor::memlock_limit_bytes() {
+        Some(limit_bytes) if limit_bytes < needed_bytes => Err(ServerError::MemlockTooLow {
+            limit_bytes,
+            needed_bytes,
+            cores,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// One core, from startup to shutdown. Reports readiness (or the startup error) on `started`.
+async fn run_core(
+    core: usize,
+    config: NodeConfig,
+    meta: DataMeta,
+    shutdown: Arc<AtomicBool>,
+    started: mpsc::Sender<(usize, Started)>,
+) -> Result<(), String> {
+    let core_loop = match start_core(core, &config, meta, shutdown.clone()).await {
+        Ok(parts) => parts,
+        Err(message) => {
+            let _ = started.send((core, Err(message.clone())));
+            return Err(message);
+        }
+    };
+    let (core_loop, events) = core_loop;
+    let _ = started.send((core, Ok(())));
+    let wal = core_loop.run(events).await.map_err(|e| e.to_string())?;
+    wal.close()
+        .await
+        .map_err(|e| format!("closing the WAL: {e}"))?;
+    tracing::info!(core, "core stopped cleanly");
+    Ok(())
+}
+
+async fn start_core(
+    core: usize,
+    config: &NodeConfig,
+    meta: DataMeta,
+    shutdown: Arc<AtomicBool>,
+) -> Result<
+    (
+        CoreLoop,
+        glommio::channels::local_channel::LocalReceiver<Event>,
+    ),
+    String,
+> {
+    let core_dir = bootstrap::core_dir(&config.data_dir, core);
+    let mut wal_options = WalOptions::new(core_dir.join("wal"));
+    wal_options.segment_size_bytes = config.wal_segment_bytes;
+    let (wal, report) = Wal::open(wal_options).await.map_err(|e| e.to_string())?;
+    tracing::info!(core, ?report, "WAL recovered");
+    let mut store_config = StoreConfig::new(NodeId(config.node_id));
+    store_config.raft.election_timeout_ticks = config.election_timeout_ticks;
+    store_config.raft.heartbeat_interval_ticks = config.heartbeat_interval_ticks;
+    store_config.raft.seed = config.node_id ^ ((core as u64) << 32) ^ meta.cluster_id;
+    store_config.snapshot_interval_entries = config.snapshot_interval_entries;
+    store_config.pending_requests_max = config.pending_requests_max;
+    let mut store = Store::new(store_config);
+    let snapshot_dir = core_dir.join("snapshots");
+    let regions = meta.regions(&config.data_dir).map_err(|e| e.to_string())?;
+    let summary =
+        bootstrap::recover_store(&mut store, &regions, core, meta.cores, &wal, &snapshot_dir)?;
+    tracing::info!(core, ?summary, "regions recovered");
+    bootstrap::mark_new_regions(&wal, &store).await?;
+    let client_listener = bind(config.client_addr(core))
+        .map_err(|e| format!("client port: {e} (is another node running?)"))?;
+    let peer_listener = bind(config.peer_addr(core))
+        .map_err(|e| format!("peer port: {e} (is another node running?)"))?;
+    let transport = Rc::new(TransportConfig::new(
+        ClusterId(meta.cluster_id),
+        NodeId(config.node_id),
+        CoreId(core as u32),
+    ));
+    let (inbox, events) = self::core::inbox();
+    spawn_listeners(
+        inbox.clone(),
+        transport.clone(),
+        client_listener,
+        peer_listener,
+    );
+    spawn_ticker(inbox, config.tick(), shutdown.clone());
+    let meta = Rc::new(meta);
+    Ok((
+        CoreLoop::new(core, meta, store, wal, snapshot_dir, transport, shutdown),
+        events,
+    ))
+}
+
+fn spawn_listeners(
+    inbox: self::core::Inbox,
+    transport: Rc<TransportConfig>,
+    client_listener: tessera_transport::net::TcpListener,
+    peer_listener: tessera_transport::net::TcpListener,
+) {
+    let raft_inbox = inbox.clone();
+    let handler: RaftBatchHandler = Rc::new(move |_header, batch| {
+        if raft_inbox.try_send(Event::Raft(batch)).is_err() {
+            tracing::warn!("core inbox full; dropping a Raft batch (Raft resends)");
+        }
+    });
+    glommio::spawn_local(serve_peers(peer_listener, transport.clone(), handler)).detach();
+    let limits = Rc::new(DecodeLimits::default());
+    glommio::spawn_local(clients::serve_clients(client_listener, inbox, limits)).detach();
+}
+
+/// Ticks the core on schedule; on shutdown, one last tick wakes the loop so it can stop.
+fn spawn_ticker(inbox: self::core::Inbox, tick: Duration, shutdown: Arc<AtomicBool>) {
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(tick).await;
+            let _ = inbox.try_send(Event::Tick);
+            if shutdown.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+    })
+    .detach();
+}
