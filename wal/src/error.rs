@@ -66,6 +66,9 @@ pub enum WalError {
     /// One batch encodes to more bytes than one record may hold.
     #[error("batch of {bytes} bytes exceeds the record limit of {limit} bytes")]
     BatchTooLarge { bytes: usize, limit: usize },
+    /// A snapshot file is damaged or not a snapshot.
+    #[error("invalid snapshot file {path}: {reason}")]
+    InvalidSnapshot { path: PathBuf, reason: String },
     /// Options that cannot work.
     #[error("invalid WAL options: {0}")]
     InvalidOptions(String),
