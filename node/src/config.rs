@@ -48,8 +48,57 @@ pub struct NodeConfig {
     /// driver waits for that many stores to join before it hands out the layout.
     pub replicas: usize,
     /// The placement driver to join ("host:port" of its client port). Empty: this node hosts
-    /// the placement driver.
+    /// the placement driver. (Joining a running cluster is not implemented yet; use
+    /// `initial_cluster`.)
     pub join: String,
+    /// A static first layout for several nodes, the same list on every node:
+    /// `"ID=HOST:CLIENT_PORT:PEER_PORT"` per node. Every node must run with the same `cores`.
+    /// Empty: a single-node cluster.
+    pub initial_cluster: Vec<String>,
+}
+
+/// One member of `initial_cluster`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    pub node_id: u64,
+    pub host: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl InitialMember {
+    /// Parses `"ID=HOST:CLIENT_PORT:PEER_PORT"`.
+    ///
+    /// # Errors
+    /// `Invalid` quoting the entry.
+    pub fn parse(entry: &str) -> Result<InitialMember, ConfigError> {
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "initial_cluster entry {entry:?}: expected ID=HOST:CLIENT_PORT:PEER_PORT"
+            ))
+        };
+        let (id, rest) = entry.split_once('=').ok_or_else(bad)?;
+        let mut parts = rest.rsplitn(3, ':');
+        let peer_port = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let client_port = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let host = parts
+            .next()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(bad)?
+            .to_string();
+        let node_id = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id != 0)
+            .ok_or_else(bad)?;
+        Ok(InitialMember {
+            node_id,
+            host,
+            client_port,
+            peer_port,
+        })
+    }
 }
 
 impl Default for NodeConfig {
@@ -71,6 +120,7 @@ impl Default for NodeConfig {
             initial_split_keys: vec!["m".to_string()],
             replicas: 1,
             join: String::new(),
+            initial_cluster: Vec::new(),
         }
     }
 }
@@ -125,6 +175,46 @@ impl NodeConfig {
         SocketAddr::new(self.listen_host, self.peer_port + core as u16)
     }
 
+    /// The parsed `initial_cluster`, checked: distinct ids, and this node listed with its
+    /// own ports.
+    ///
+    /// # Errors
+    /// `Invalid` naming the problem.
+    pub fn initial_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
+        let members = self
+            .initial_cluster
+            .iter()
+            .map(|e| InitialMember::parse(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        if members.is_empty() {
+            return Ok(members);
+        }
+        let mut ids: Vec<u64> = members.iter().map(|m| m.node_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != members.len() {
+            return Err(ConfigError::Invalid(
+                "initial_cluster lists a node id twice".into(),
+            ));
+        }
+        let me = members
+            .iter()
+            .find(|m| m.node_id == self.node_id)
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "initial_cluster does not list this node ({})",
+                    self.node_id
+                ))
+            })?;
+        if (me.client_port, me.peer_port) != (self.client_port, self.peer_port) {
+            return Err(ConfigError::Invalid(format!(
+                "initial_cluster gives node {} ports {}/{}, but it listens on {}/{}",
+                self.node_id, me.client_port, me.peer_port, self.client_port, self.peer_port
+            )));
+        }
+        Ok(members)
+    }
+
     /// Checks the values can work together.
     ///
     /// # Errors
@@ -160,6 +250,7 @@ impl NodeConfig {
         if self.replicas == 0 {
             return invalid("replicas must be at least 1".into());
         }
+        self.initial_members()?;
         let mut keys = self.initial_split_keys.clone();
         keys.sort();
         keys.dedup();
@@ -181,6 +272,34 @@ mod tests {
         assert_eq!(config.node_id, 3);
         assert_eq!(config.client_port, 9000);
         assert_eq!(config.peer_port, NodeConfig::default().peer_port);
+    }
+
+    #[test]
+    fn initial_cluster_entries_parse_and_must_list_this_node() {
+        let member = InitialMember::parse("2=127.0.0.1:7410:7510").unwrap();
+        assert_eq!(
+            (member.node_id, member.client_port, member.peer_port),
+            (2, 7410, 7510)
+        );
+        assert!(InitialMember::parse("2=127.0.0.1:7410").is_err());
+        assert!(InitialMember::parse("0=h:1:2").is_err());
+        let config = NodeConfig {
+            initial_cluster: vec!["2=127.0.0.1:7410:7510".into()],
+            ..NodeConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("does not list this node"));
+        let config = NodeConfig {
+            initial_cluster: vec![
+                "1=127.0.0.1:7400:7500".into(),
+                "2=127.0.0.1:7410:7510".into(),
+            ],
+            ..NodeConfig::default()
+        };
+        config.validate().unwrap();
     }
 
     #[test]

@@ -29,6 +29,8 @@ enum Command {
     /// Run a node (defaults: data in ./tessera-data, client port 7400, peer port 7500,
     /// embedded placement driver, every core).
     Serve(ServeArgs),
+    /// Start a local cluster of several nodes on loopback, for trying Tessera out.
+    Cluster(ClusterArgs),
     /// Write a value.
     Put {
         key: String,
@@ -112,6 +114,29 @@ struct ServeArgs {
     /// Executors to run (default: every core).
     #[arg(long)]
     cores: Option<usize>,
+    /// A static first layout for several nodes, the same on each:
+    /// ID=HOST:CLIENT_PORT:PEER_PORT,... (see `tessera cluster`).
+    #[arg(long, value_delimiter = ',')]
+    initial_cluster: Vec<String>,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Parent directory of the nodes' data directories.
+    #[arg(long, default_value = "tessera-cluster")]
+    data_dir: PathBuf,
+    /// Node i (from 0) serves clients on client-port + 10*i (+ core).
+    #[arg(long, default_value_t = 7400)]
+    client_port: u16,
+    /// Node i (from 0) talks to peers on peer-port + 10*i (+ core).
+    #[arg(long, default_value_t = 7500)]
+    peer_port: u16,
+    /// Cores per node.
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
 }
 
 #[derive(Args)]
@@ -134,6 +159,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Cluster(args) => cluster(args),
         command => client_command(command),
     };
     match result {
@@ -172,6 +198,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.cores {
         config.cores = v;
     }
+    if !args.initial_cluster.is_empty() {
+        config.initial_cluster = args.initial_cluster;
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, shutdown.clone())
@@ -192,6 +221,93 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `nodes` child `tessera serve` processes until SIGINT/SIGTERM, then stops them.
+fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 9 {
+        bail!("--nodes must be between 1 and 9");
+    }
+    let ports = |i: usize| {
+        (
+            args.client_port + 10 * i as u16,
+            args.peer_port + 10 * i as u16,
+        )
+    };
+    let members: Vec<String> = (0..args.nodes)
+        .map(|i| {
+            let (client, peer) = ports(i);
+            format!("{}=127.0.0.1:{client}:{peer}", i + 1)
+        })
+        .collect();
+    let exe = std::env::current_exe().context("finding the tessera binary")?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, shutdown.clone())
+            .context("installing signal handlers")?;
+    }
+    let mut children = Vec::new();
+    for i in 0..args.nodes {
+        let (client, peer) = ports(i);
+        let data_dir = args.data_dir.join(format!("node-{}", i + 1));
+        let child = std::process::Command::new(&exe)
+            .args(["serve", "--node-id", &(i + 1).to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--client-port",
+                &client.to_string(),
+                "--peer-port",
+                &peer.to_string(),
+            ])
+            .args([
+                "--cores",
+                &args.cores.to_string(),
+                "--initial-cluster",
+                &members.join(","),
+            ])
+            .spawn()
+            .with_context(|| format!("starting node {}", i + 1))?;
+        println!(
+            "node {} serving clients on 127.0.0.1:{client} (data in {})",
+            i + 1,
+            data_dir.display()
+        );
+        children.push(child);
+    }
+    println!(
+        "try: tessera put hello world --addr 127.0.0.1:{}",
+        args.client_port
+    );
+    // A node that exits is reported, and the others keep serving (so you can watch the
+    // cluster survive it); stop everything with Ctrl-C.
+    let mut exited = vec![false; children.len()];
+    while !shutdown.load(std::sync::atomic::Ordering::Relaxed) && exited.iter().any(|e| !e) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for (i, child) in children.iter_mut().enumerate() {
+            if !exited[i] {
+                if let Ok(Some(status)) = child.try_wait() {
+                    eprintln!("node {} exited with {status}", i + 1);
+                    exited[i] = true;
+                }
+            }
+        }
+    }
+    let failed = exited
+        .iter()
+        .all(|e| *e)
+        .then(|| "every node exited".to_string());
+    for child in &children {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    for child in &mut children {
+        let _ = child.wait();
+    }
+    match failed {
+        Some(reason) => bail!(reason),
+        None => Ok(()),
+    }
+}
+
 fn common(command: &Command) -> &ClientArgs {
     match command {
         Command::Put { common, .. }
@@ -203,7 +319,7 @@ fn common(command: &Command) -> &ClientArgs {
         | Command::ScanPrefix { common, .. }
         | Command::Regions { common }
         | Command::Status { common } => common,
-        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Serve(_) | Command::Cluster(_) => unreachable!("not a client command"),
     }
 }
 
@@ -271,7 +387,7 @@ fn client_command(command: Command) -> anyhow::Result<()> {
         }
         Command::Regions { .. } => print_regions(json, &client),
         Command::Status { .. } => print_status(json, &mut client)?,
-        Command::Serve(_) => unreachable!(),
+        Command::Serve(_) | Command::Cluster(_) => unreachable!(),
     }
     Ok(())
 }
@@ -380,11 +496,15 @@ fn print_status(json: bool, client: &mut Client) -> anyhow::Result<()> {
         .flat_map(|s| s.client_addrs.clone())
         .collect();
     let mut rows = Vec::new();
+    let mut unreachable = Vec::new();
     for addr in &addrs {
-        let status = client.status(Some(addr))?;
-        for region in status.regions {
-            rows.push((status.node_id, region));
+        match client.status(Some(addr)) {
+            Ok(status) => rows.extend(status.regions.into_iter().map(|r| (status.node_id, r))),
+            Err(error) => unreachable.push(format!("{addr}: {error}")),
         }
+    }
+    for line in &unreachable {
+        eprintln!("unreachable: {line}");
     }
     if json {
         let list: Vec<_> = rows

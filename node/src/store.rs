@@ -210,10 +210,17 @@ impl Store {
         self.peers.values().map(|p| &p.region)
     }
 
-    /// Starts an election in every Region where this node may campaign (used at startup so
-    /// a single node serves at once).
+    /// Starts an election, at startup, in every Region whose first peer is this node, so a
+    /// new cluster serves without waiting for an election timeout (on a restart into a live
+    /// cluster the pre-vote fails harmlessly).
     pub fn campaign_all(&mut self) {
-        let regions: Vec<RegionId> = self.peers.keys().copied().collect();
+        let node = self.config.node;
+        let regions: Vec<RegionId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.region.peers.first() == Some(&node))
+            .map(|(id, _)| *id)
+            .collect();
         for region in regions {
             if let Some(core) = self.raft.group_mut(region) {
                 core.campaign();

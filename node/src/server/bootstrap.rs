@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use tessera_core::{Entry, LogIndex, MemStorage, NodeId, RegionId, Snapshot, SnapshotMetadata};
 use tessera_wal::Wal;
 
+use crate::config::ConfigError;
 use crate::config::NodeConfig;
 use crate::kv::KvState;
 use crate::meta::{DataMeta, MetaError, RegionMeta, StoreMeta};
@@ -51,14 +52,24 @@ fn new_cluster_id() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64);
     let mixed =
         tessera_core::rng::SplitMix64::new(nanos ^ u64::from(std::process::id())).next_u64();
-    mixed.max(1)
+    // TOML integers are signed 64-bit: keep ids in 63 bits.
+    (mixed & i64::MAX as u64).max(1)
+}
+
+/// Why the node cannot start from its data directory and config.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Loads the metadata of `config.data_dir`, or creates it for a new single-node cluster.
 ///
 /// # Errors
 /// `MetaError` when the directory is damaged or was written for another node or core count.
-pub fn load_or_create_meta(config: &NodeConfig) -> Result<DataMeta, MetaError> {
+pub fn load_or_create_meta(config: &NodeConfig) -> Result<DataMeta, BootstrapError> {
     let dir = &config.data_dir;
     let cores = config.core_count();
     if let Some(meta) = DataMeta::load(dir)? {
@@ -67,37 +78,66 @@ pub fn load_or_create_meta(config: &NodeConfig) -> Result<DataMeta, MetaError> {
             what,
         };
         if meta.node_id != config.node_id {
-            return Err(mismatch(format!(
+            return Err(BootstrapError::Meta(mismatch(format!(
                 "node {} (this is node {})",
                 meta.node_id, config.node_id
-            )));
+            ))));
         }
         if meta.cores != cores {
-            return Err(mismatch(format!(
+            return Err(BootstrapError::Meta(mismatch(format!(
                 "a node with {} cores (started with {cores}; pass --cores {})",
                 meta.cores, meta.cores
-            )));
+            ))));
         }
         meta.regions(dir)?;
         return Ok(meta);
     }
-    let store = StoreMeta {
-        node_id: config.node_id,
-        host: config.listen_host.to_string(),
-        client_port: config.client_port,
-        peer_port: config.peer_port,
-        cores,
+    let members = config.initial_members()?;
+    let stores: Vec<StoreMeta> = if members.is_empty() {
+        vec![StoreMeta {
+            node_id: config.node_id,
+            host: config.listen_host.to_string(),
+            client_port: config.client_port,
+            peer_port: config.peer_port,
+            cores,
+        }]
+    } else {
+        members
+            .iter()
+            .map(|m| StoreMeta {
+                node_id: m.node_id,
+                host: m.host.clone(),
+                client_port: m.client_port,
+                peer_port: m.peer_port,
+                cores,
+            })
+            .collect()
     };
-    let regions = initial_layout(&config.initial_split_keys, &[NodeId(config.node_id)], 1);
+    let node_ids: Vec<NodeId> = stores.iter().map(|s| NodeId(s.node_id)).collect();
+    let replicas = if members.is_empty() {
+        1
+    } else {
+        config.replicas.max(members.len().min(3))
+    };
+    let regions = initial_layout(&config.initial_split_keys, &node_ids, replicas);
     validate_layout(&regions).map_err(|message| MetaError::Damaged {
         path: dir.join("meta.toml"),
         message,
     })?;
+    // Every member of a static initial cluster derives the same id from the same list.
+    let cluster_id = if members.is_empty() {
+        new_cluster_id()
+    } else {
+        let mut list = config.initial_cluster.clone();
+        list.sort();
+        (crate::server::snapshot_files::checksum(list.join(",").as_bytes()) & i64::MAX as u64)
+            .max(1)
+    };
     let meta = DataMeta {
-        cluster_id: new_cluster_id(),
+        cluster_id,
         node_id: config.node_id,
         cores,
-        stores: vec![store],
+        stores,
         regions: regions.iter().map(RegionMeta::from_region).collect(),
     };
     meta.store(dir)?;

@@ -240,7 +240,7 @@ pub fn to_wire_epoch(epoch: RegionEpoch) -> WireEpoch {
 pub fn to_wire_result(
     result: KvResult,
     describe: impl Fn(&crate::region::Region) -> tessera_transport::client::RegionDescriptor,
-    address_of: impl Fn(tessera_core::NodeId) -> Option<String>,
+    address_of: impl Fn(tessera_core::NodeId, tessera_core::RegionId) -> Option<String>,
 ) -> Result<ClientReply, ClientError> {
     match result {
         Ok(KvReply::Written { version }) => Ok(ClientReply::Written { version }),
@@ -259,8 +259,8 @@ pub fn to_wire_result(
             more,
         }),
         Err(error) => Err(match error {
-            KvError::NotLeader { leader, .. } => ClientError::NotLeader {
-                leader_addr: leader.and_then(&address_of),
+            KvError::NotLeader { leader, region } => ClientError::NotLeader {
+                leader_addr: leader.and_then(|node| address_of(node, region)),
                 leader,
             },
             KvError::StaleEpoch { current } => ClientError::StaleEpoch {

@@ -281,7 +281,6 @@ impl CoreLoop {
         if replies.is_empty() {
             return;
         }
-        let regions: Vec<Region> = self.store.regions().cloned().collect();
         for (token, result) in replies {
             let Some(reply_to) = self.replies.remove(&token) else {
                 continue;
@@ -290,7 +289,7 @@ impl CoreLoop {
             let wire = to_wire_result(
                 result,
                 |region| describe(region, None),
-                |node| client_address(meta, node, regions.first().map_or(RegionId(0), |r| r.id)),
+                |node, region| client_address(meta, node, region),
             );
             reply_to.send(wire);
         }

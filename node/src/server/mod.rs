@@ -40,6 +40,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
     #[error("core {core}: {message}")]
     Core { core: usize, message: String },
     #[error("the locked-memory limit (ulimit -l) is {limit_bytes} bytes, but {cores} cores need {needed_bytes} bytes of io_uring memory; raise the limit (e.g. `ulimit -l unlimited`) or lower io_memory_bytes / --cores")]

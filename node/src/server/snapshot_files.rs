@@ -23,6 +23,13 @@ pub struct SnapshotFile {
 /// Older snapshots kept per Region besides the newest.
 const OLDER_KEPT: usize = 1;
 
+/// A 64-bit checksum of `bytes` (two CRC32C lanes), for ids derived from text.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    let low = crc32c::crc32c(bytes);
+    let high = crc32c::crc32c_append(low ^ 0x9E37_79B9, bytes);
+    (u64::from(high) << 32) | u64::from(low)
+}
+
 fn file_name(region: RegionId, index: LogIndex) -> String {
     format!("region-{}-{:020}.snap", region.0, index.0)
 }
