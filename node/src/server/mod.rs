@@ -91,7 +91,8 @@ pub fn run(
                 let _stop_all = StopOnExit(shutdown.clone());
                 let name = format!("tessera-core-{core}");
                 let io_memory = config.io_memory_bytes;
-                match tessera_wal::executor::build_executor(&name, placement, io_memory) {
+                let spin = Duration::from_micros(config.spin_before_park_us);
+                match tessera_wal::executor::build_executor_spinning(&name, placement, io_memory, spin) {
                     Ok(executor) => executor.run(run_core(core, config, meta, shutdown, started)),
                     Err(error) => {
                         let message = error.to_string();
