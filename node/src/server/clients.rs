@@ -39,14 +39,11 @@ pub struct ReplyTo {
 impl ReplyTo {
     /// Encodes and queues an answer; dropped (and logged) if the client stopped reading.
     pub fn send(&self, result: Result<ClientReply, ClientError>) {
-        let response = ClientResponse {
-            request_id: self.request_id,
-            result,
-        };
-        let frame = encode_frame(
-            FrameType::ClientResponse,
-            &encode_client_response(&response),
-        );
+        self.send_frame(encode_response(self.request_id, result));
+    }
+
+    /// Queues an encoded answer frame.
+    pub fn send_frame(&self, frame: Vec<u8>) {
         if self.answers.try_send(frame).is_err() {
             tracing::warn!(
                 request_id = self.request_id,
@@ -54,6 +51,15 @@ impl ReplyTo {
             );
         }
     }
+}
+
+/// The response frame for `request_id`.
+pub fn encode_response(request_id: u64, result: Result<ClientReply, ClientError>) -> Vec<u8> {
+    let response = ClientResponse { request_id, result };
+    encode_frame(
+        FrameType::ClientResponse,
+        &encode_client_response(&response),
+    )
 }
 
 /// Accepts client connections forever.

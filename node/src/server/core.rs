@@ -31,7 +31,8 @@ use crate::meta::DataMeta;
 use crate::region::{owning_core, Region};
 use crate::store::{Persisted, Store, StoreReady, Token};
 
-use super::clients::{to_kv_request, to_wire_epoch, to_wire_result, ReplyTo};
+use super::clients::{encode_response, to_kv_request, to_wire_epoch, to_wire_result, ReplyTo};
+use super::cross_core::{CrossCore, Links};
 use super::snapshot_files;
 
 /// Events waiting for the core loop, at most this many (then senders back off).
@@ -44,6 +45,18 @@ pub enum Event {
     Client {
         reply_to: ReplyTo,
         request: ClientRequest,
+    },
+    CrossCore(CrossCore),
+}
+
+/// Who waits for an answer: a connection on this core, or another core that forwarded the
+/// request.
+pub enum Origin {
+    Local(ReplyTo),
+    Remote {
+        core: usize,
+        token: u64,
+        request_id: u64,
     },
 }
 
@@ -67,8 +80,11 @@ pub struct CoreLoop {
     pub transport: Rc<TransportConfig>,
     pub shutdown: Arc<AtomicBool>,
     peers: HashMap<(NodeId, usize), PeerSender>,
-    replies: HashMap<Token, ReplyTo>,
+    replies: HashMap<Token, Origin>,
     next_token: Token,
+    /// Requests this core forwarded to their owning core, by forwarding token.
+    forwarded: HashMap<u64, ReplyTo>,
+    links: Links,
     /// Snapshot files written since the last WAL batch: their compaction marks go in the next.
     compactions: Vec<(RegionId, LogIndex, Term)>,
 }
@@ -87,28 +103,34 @@ pub enum CoreError {
     Snapshot { core: usize, message: String },
 }
 
+/// What a core loop is built from.
+pub struct CoreParts {
+    pub core: usize,
+    pub meta: Rc<DataMeta>,
+    pub store: Store,
+    pub wal: Wal,
+    pub snapshot_dir: PathBuf,
+    pub transport: Rc<TransportConfig>,
+    pub shutdown: Arc<AtomicBool>,
+    pub links: Links,
+}
+
 impl CoreLoop {
-    pub fn new(
-        core: usize,
-        meta: Rc<DataMeta>,
-        store: Store,
-        wal: Wal,
-        snapshot_dir: PathBuf,
-        transport: Rc<TransportConfig>,
-        shutdown: Arc<AtomicBool>,
-    ) -> CoreLoop {
+    pub fn new(parts: CoreParts) -> CoreLoop {
         CoreLoop {
-            core,
-            cores: meta.cores,
-            meta,
-            store,
-            wal,
-            snapshot_dir,
-            transport,
-            shutdown,
+            core: parts.core,
+            cores: parts.meta.cores,
+            meta: parts.meta,
+            store: parts.store,
+            wal: parts.wal,
+            snapshot_dir: parts.snapshot_dir,
+            transport: parts.transport,
+            shutdown: parts.shutdown,
             peers: HashMap::new(),
             replies: HashMap::new(),
             next_token: 1,
+            forwarded: HashMap::new(),
+            links: parts.links,
             compactions: Vec::new(),
         }
     }
@@ -138,36 +160,95 @@ impl CoreLoop {
         match event {
             Event::Tick => self.store.on_tick(),
             Event::Raft(batch) => self.store.on_raft_messages(batch),
-            Event::Client { reply_to, request } => self.on_client(reply_to, request),
+            Event::Client { reply_to, request } => self.on_client(Origin::Local(reply_to), request),
+            Event::CrossCore(CrossCore::Request {
+                from_core,
+                token,
+                request,
+            }) => {
+                let origin = Origin::Remote {
+                    core: from_core,
+                    token,
+                    request_id: request.request_id,
+                };
+                self.on_client(origin, request);
+            }
+            Event::CrossCore(CrossCore::Reply { token, frame }) => {
+                if let Some(reply_to) = self.forwarded.remove(&token) {
+                    reply_to.send_frame(frame);
+                }
+            }
         }
     }
 
-    fn on_client(&mut self, reply_to: ReplyTo, request: ClientRequest) {
+    fn on_client(&mut self, origin: Origin, request: ClientRequest) {
         match request.op {
-            ClientOp::Regions => return reply_to.send(Ok(self.routing_table())),
-            ClientOp::Status => return reply_to.send(Ok(ClientReply::Status(self.status()))),
+            ClientOp::Regions => return self.reply(origin, Ok(self.routing_table())),
+            ClientOp::Status => return self.reply(origin, Ok(ClientReply::Status(self.status()))),
             _ => {}
         }
         let owner = owning_core(request.region_id, self.cores);
-        if owner != self.core
-            && self
-                .meta
-                .regions
-                .iter()
-                .any(|r| r.id == request.region_id.0)
-        {
-            return reply_to.send(Err(ClientError::WrongCore {
-                core: CoreId(owner as u32),
-            }));
+        let known = self
+            .meta
+            .regions
+            .iter()
+            .any(|r| r.id == request.region_id.0);
+        if owner != self.core && known {
+            return self.forward(origin, owner, request);
         }
         match to_kv_request(&request) {
             Ok(kv_request) => {
                 let token = self.next_token;
                 self.next_token += 1;
-                self.replies.insert(token, reply_to);
+                self.replies.insert(token, origin);
                 self.store.on_request(token, kv_request);
             }
-            Err(error) => reply_to.send(Err(error)),
+            Err(error) => self.reply(origin, Err(error)),
+        }
+    }
+
+    /// Hands a request to the core that owns its Region; only requests from this core's own
+    /// connections are forwarded (a forwarded request is never forwarded again).
+    fn forward(&mut self, origin: Origin, owner: usize, request: ClientRequest) {
+        let Origin::Local(reply_to) = origin else {
+            return self.reply(
+                origin,
+                Err(ClientError::WrongCore {
+                    core: CoreId(owner as u32),
+                }),
+            );
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        let message = CrossCore::Request {
+            from_core: self.core,
+            token,
+            request,
+        };
+        if self.links.try_send(owner, message) {
+            self.forwarded.insert(token, reply_to);
+        } else {
+            reply_to.send(Err(ClientError::ServerBusy));
+        }
+    }
+
+    /// Answers whoever waits for a request.
+    fn reply(&mut self, origin: Origin, result: Result<ClientReply, ClientError>) {
+        match origin {
+            Origin::Local(reply_to) => reply_to.send(result),
+            Origin::Remote {
+                core,
+                token,
+                request_id,
+            } => {
+                let frame = encode_response(request_id, result);
+                if !self.links.try_send(core, CrossCore::Reply { token, frame }) {
+                    tracing::warn!(
+                        core,
+                        "cross-core reply channel full; the client will time out"
+                    );
+                }
+            }
         }
     }
 
@@ -282,7 +363,7 @@ impl CoreLoop {
             return;
         }
         for (token, result) in replies {
-            let Some(reply_to) = self.replies.remove(&token) else {
+            let Some(origin) = self.replies.remove(&token) else {
                 continue;
             };
             let meta = &self.meta;
@@ -291,7 +372,7 @@ impl CoreLoop {
                 |region| describe(region, None),
                 |node, region| client_address(meta, node, region),
             );
-            reply_to.send(wire);
+            self.reply(origin, wire);
         }
     }
 

@@ -13,6 +13,7 @@
 pub mod bootstrap;
 pub mod clients;
 pub mod core;
+pub mod cross_core;
 pub mod snapshot_files;
 
 use std::rc::Rc;
@@ -72,7 +73,7 @@ pub fn run(
     check_memlock(config.io_memory_bytes, cores)?;
     let (started_tx, started_rx) = mpsc::channel::<(usize, Started)>();
     let mut handles = Vec::new();
-    for core in 0..cores {
+    for (core, ends) in cross_core::mesh(cores).into_iter().enumerate() {
         let (config, meta, shutdown, started) = (
             config.clone(),
             meta.clone(),
@@ -92,8 +93,12 @@ pub fn run(
                 let name = format!("tessera-core-{core}");
                 let io_memory = config.io_memory_bytes;
                 let spin = Duration::from_micros(config.spin_before_park_us);
-                match tessera_wal::executor::build_executor_spinning(&name, placement, io_memory, spin) {
-                    Ok(executor) => executor.run(run_core(core, config, meta, shutdown, started)),
+                match tessera_wal::executor::build_executor_spinning(
+                    &name, placement, io_memory, spin,
+                ) {
+                    Ok(executor) => {
+                        executor.run(run_core(core, config, meta, ends, shutdown, started))
+                    }
                     Err(error) => {
                         let message = error.to_string();
                         let _ = started.send((core, Err(message.clone())));
@@ -164,10 +169,11 @@ async fn run_core(
     core: usize,
     config: NodeConfig,
     meta: DataMeta,
+    ends: cross_core::Ends,
     shutdown: Arc<AtomicBool>,
     started: mpsc::Sender<(usize, Started)>,
 ) -> Result<(), String> {
-    let core_loop = match start_core(core, &config, meta, shutdown.clone()).await {
+    let core_loop = match start_core(core, &config, meta, ends, shutdown.clone()).await {
         Ok(parts) => parts,
         Err(message) => {
             let _ = started.send((core, Err(message.clone())));
@@ -188,6 +194,7 @@ async fn start_core(
     core: usize,
     config: &NodeConfig,
     meta: DataMeta,
+    ends: cross_core::Ends,
     shutdown: Arc<AtomicBool>,
 ) -> Result<
     (
@@ -224,6 +231,7 @@ async fn start_core(
         CoreId(core as u32),
     ));
     let (inbox, events) = self::core::inbox();
+    let links = cross_core::connect(ends, inbox.clone()).await;
     spawn_listeners(
         inbox.clone(),
         transport.clone(),
@@ -233,7 +241,16 @@ async fn start_core(
     spawn_ticker(inbox, config.tick(), shutdown.clone());
     let meta = Rc::new(meta);
     Ok((
-        CoreLoop::new(core, meta, store, wal, snapshot_dir, transport, shutdown),
+        CoreLoop::new(self::core::CoreParts {
+            core,
+            meta,
+            store,
+            wal,
+            snapshot_dir,
+            transport,
+            shutdown,
+            links,
+        }),
         events,
     ))
 }

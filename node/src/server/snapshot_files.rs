@@ -22,7 +22,8 @@ pub struct SnapshotFile {
 const MEMBERS_MAX: usize = 1024;
 
 fn encode(conf: &ConfState, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + 8 * (conf.voters.len() + conf.learners.len()) + data.len());
+    let mut out =
+        Vec::with_capacity(16 + 8 * (conf.voters.len() + conf.learners.len()) + data.len());
     for ids in [&conf.voters, &conf.learners] {
         out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
         for id in ids {
@@ -66,8 +67,19 @@ pub fn checksum(bytes: &[u8]) -> u64 {
 ///
 /// # Errors
 /// A message naming the failed step.
-pub fn write(dir: &Path, region: RegionId, index: LogIndex, term: Term, conf: &ConfState, data: &[u8]) -> Result<(), String> {
-    let id = SnapshotId { region, index, term };
+pub fn write(
+    dir: &Path,
+    region: RegionId,
+    index: LogIndex,
+    term: Term,
+    conf: &ConfState,
+    data: &[u8],
+) -> Result<(), String> {
+    let id = SnapshotId {
+        region,
+        index,
+        term,
+    };
     let path = write_snapshot(dir, &id, &encode(conf, data)).map_err(|e| e.to_string())?;
     // The new file is durable: older ones of this Region are no longer needed.
     let prefix = format!("{:020}-", region.0);
@@ -96,7 +108,8 @@ pub fn newest(dir: &Path, region: RegionId) -> Result<Option<SnapshotFile>, Stri
         return Ok(None);
     };
     let file = read_snapshot(&path).map_err(|e| e.to_string())?;
-    let (conf_state, data) = decode(file.data()).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
+    let (conf_state, data) =
+        decode(file.data()).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
     Ok(Some(SnapshotFile {
         index: file.id.index,
         term: file.id.term,
@@ -115,11 +128,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conf = ConfState::with_voters([NodeId(1), NodeId(2)]);
         for index in [10, 20, 30] {
-            write(dir.path(), RegionId(4), LogIndex(index), Term(2), &conf, format!("d{index}").as_bytes()).unwrap();
+            write(
+                dir.path(),
+                RegionId(4),
+                LogIndex(index),
+                Term(2),
+                &conf,
+                format!("d{index}").as_bytes(),
+            )
+            .unwrap();
         }
-        write(dir.path(), RegionId(5), LogIndex(99), Term(1), &conf, b"other").unwrap();
+        write(
+            dir.path(),
+            RegionId(5),
+            LogIndex(99),
+            Term(1),
+            &conf,
+            b"other",
+        )
+        .unwrap();
         let newest = newest(dir.path(), RegionId(4)).unwrap().unwrap();
-        assert_eq!((newest.index, newest.term, newest.data.as_slice()), (LogIndex(30), Term(2), &b"d30"[..]));
+        assert_eq!(
+            (newest.index, newest.term, newest.data.as_slice()),
+            (LogIndex(30), Term(2), &b"d30"[..])
+        );
         assert_eq!(newest.conf_state, conf);
         let files = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(files, 2, "one file per Region remains");
@@ -129,8 +161,21 @@ mod tests {
     #[test]
     fn a_damaged_snapshot_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), RegionId(1), LogIndex(7), Term(1), &ConfState::default(), b"data").unwrap();
-        let path = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        write(
+            dir.path(),
+            RegionId(1),
+            LogIndex(7),
+            Term(1),
+            &ConfState::default(),
+            b"data",
+        )
+        .unwrap();
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
