@@ -234,9 +234,34 @@ fn recover_region(
             data: file.data.into(),
         });
     }
-    let entries = wal_entries_after(wal, region.id, storage_last(&storage))?;
+    let after = storage_last(&storage);
+    let after_term = {
+        use tessera_core::Storage;
+        storage.term(after).unwrap_or_default()
+    };
+    // A crash between writing a received snapshot and logging its installation leaves WAL
+    // entries that may not continue the snapshot's history: keep them only if the WAL agrees
+    // with the snapshot at its index (then Log Matching makes the rest consistent).
+    let continues = wal
+        .term(region.id, after)
+        .map_or(true, |term| term == after_term);
+    let entries = if continues {
+        wal_entries_after(wal, region.id, after)?
+    } else {
+        tracing::warn!(
+            region = region.id.0,
+            index = after.0,
+            "WAL does not continue the newest snapshot; its entries after it are dropped"
+        );
+        Vec::new()
+    };
     storage.append(&entries);
-    if let Ok(Some(hard_state)) = wal.hard_state(region.id) {
+    if let Ok(Some(mut hard_state)) = wal.hard_state(region.id) {
+        // A term never lags the terms in its own log (see the crash case above).
+        if hard_state.term < after_term {
+            hard_state.term = after_term;
+            hard_state.vote = None;
+        }
         storage.set_hard_state(hard_state);
     }
     Ok((storage, kv, snapshot_found, entries.len()))

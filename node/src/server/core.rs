@@ -298,10 +298,9 @@ impl CoreLoop {
                     meta.conf_state.clone(),
                     snapshot.data.clone(),
                 );
-                self.write_snapshot(*region, index, term, &conf, &data)?;
-                for (r, i, t) in self.compactions.drain(..) {
-                    batch.compact_to(r, i, t);
-                }
+                self.write_snapshot_file(*region, index, term, &conf, &data)?;
+                // The Region's log restarts after the leader's snapshot.
+                batch.install_snapshot(*region, index, term);
             }
             batch.add_entries(*region, &group.entries);
             if let Some(hard_state) = group.hard_state {
@@ -311,6 +310,8 @@ impl CoreLoop {
         Ok(batch)
     }
 
+    /// A snapshot this core took: written durably, then its compaction mark goes in the
+    /// next WAL batch (never before the file is durable).
     fn write_snapshot(
         &mut self,
         region: RegionId,
@@ -319,14 +320,25 @@ impl CoreLoop {
         conf: &tessera_core::ConfState,
         data: &[u8],
     ) -> Result<(), CoreError> {
-        snapshot_files::write(&self.snapshot_dir, region, index, term, conf, data).map_err(
-            |e| CoreError::Snapshot {
-                core: self.core,
-                message: e.to_string(),
-            },
-        )?;
+        self.write_snapshot_file(region, index, term, conf, data)?;
         self.compactions.push((region, index, term));
         Ok(())
+    }
+
+    fn write_snapshot_file(
+        &self,
+        region: RegionId,
+        index: LogIndex,
+        term: Term,
+        conf: &tessera_core::ConfState,
+        data: &[u8],
+    ) -> Result<(), CoreError> {
+        snapshot_files::write(&self.snapshot_dir, region, index, term, conf, data).map_err(
+            |message| CoreError::Snapshot {
+                core: self.core,
+                message,
+            },
+        )
     }
 
     /// Queues Raft messages to the owning core of each destination node.
