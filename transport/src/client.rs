@@ -83,12 +83,19 @@ pub enum ClientOp {
     Regions,
     /// The node's status.
     Status,
+    /// Asks the placement driver to add this store to the cluster.
+    Join {
+        store: StoreDescriptor,
+    },
 }
 
 impl ClientOp {
     /// True for operations that address one Region (all but Regions and Status).
     pub fn targets_region(&self) -> bool {
-        !matches!(self, ClientOp::Regions | ClientOp::Status)
+        !matches!(
+            self,
+            ClientOp::Regions | ClientOp::Status | ClientOp::Join { .. }
+        )
     }
 
     /// A short name for logs.
@@ -103,6 +110,7 @@ impl ClientOp {
             ClientOp::CasDelete { .. } => "CasDelete",
             ClientOp::Regions => "Regions",
             ClientOp::Status => "Status",
+            ClientOp::Join { .. } => "Join",
         }
     }
 }
@@ -130,6 +138,14 @@ pub enum ClientReply {
     },
     /// The node's status.
     Status(NodeStatus),
+    /// The placement driver's answer to `Join`: not `ready` while it waits for more stores;
+    /// then the cluster id and the layout to start from.
+    Joined {
+        ready: bool,
+        cluster_id: ClusterId,
+        regions: Vec<RegionDescriptor>,
+        stores: Vec<StoreDescriptor>,
+    },
 }
 
 /// A value and its version.
@@ -168,6 +184,8 @@ pub struct StoreDescriptor {
     /// Client addresses ("host:port"): one per core, or a single shared one.
     pub client_addrs: Vec<String>,
     pub cores: u32,
+    /// Peer (Raft) addresses ("host:port"), one per core; empty when not needed.
+    pub peer_addrs: Vec<String>,
 }
 
 /// What `status` reports.

@@ -57,6 +57,7 @@ fn op_size_bytes(op: &ClientOp) -> usize {
         ClientOp::Scan { start, end, .. } => start.len() + end.len(),
         ClientOp::ScanPrefix { prefix, .. } => prefix.len(),
         ClientOp::Regions | ClientOp::Status => 0,
+        ClientOp::Join { store } => 64 * (store.client_addrs.len() + store.peer_addrs.len()),
     }
 }
 
@@ -112,6 +113,11 @@ fn encode_op(
         ClientOp::Status => {
             let table = fb::Status::create(fbb, &fb::StatusArgs {});
             (fb::Op::Status, table.as_union_value())
+        }
+        ClientOp::Join { store } => {
+            let store = Some(crate::client_response_codec::encode_store(fbb, store));
+            let table = fb::Join::create(fbb, &fb::JoinArgs { store });
+            (fb::Op::Join, table.as_union_value())
         }
     }
 }
@@ -268,6 +274,13 @@ fn decode_op(
         }
         fb::Op::Regions => ClientOp::Regions,
         fb::Op::Status => ClientOp::Status,
+        fb::Op::Join => {
+            let join = present(root.op_as_join())?;
+            let store = present(join.store())?;
+            ClientOp::Join {
+                store: crate::client_response_codec::decode_store(store, limits)?,
+            }
+        }
         fb::Op::NONE => return Err(TransportError::invalid(FRAME, "op", "missing")),
         other => {
             let reason = format!("unknown operation tag {}", other.0);

@@ -82,6 +82,24 @@ fn encode_reply(fbb: &mut FlatBufferBuilder<'_>, reply: &ClientReply) -> (fb::Ou
             (fb::Outcome::RegionsResult, table.as_union_value())
         }
         ClientReply::Status(status) => (fb::Outcome::StatusResult, encode_status(fbb, status)),
+        ClientReply::Joined {
+            ready,
+            cluster_id,
+            regions,
+            stores,
+        } => {
+            let regions = Some(encode_regions(fbb, regions));
+            let offsets: Vec<_> = stores.iter().map(|s| encode_store(fbb, s)).collect();
+            let stores = Some(fbb.create_vector(&offsets));
+            let args = fb::JoinResultArgs {
+                ready: *ready,
+                cluster_id: cluster_id.0,
+                regions,
+                stores,
+            };
+            let table = fb::JoinResult::create(fbb, &args);
+            (fb::Outcome::JoinResult, table.as_union_value())
+        }
     }
 }
 
@@ -125,20 +143,22 @@ fn encode_regions<'a>(
     fbb.create_vector(&offsets)
 }
 
-fn encode_store<'a>(
+/// Encodes one store descriptor (shared with the request codec's `Join`).
+pub(crate) fn encode_store<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     store: &StoreDescriptor,
 ) -> WIPOffset<fb::StoreDescriptor<'a>> {
-    let addrs: Vec<_> = store
-        .client_addrs
-        .iter()
-        .map(|a| fbb.create_string(a))
-        .collect();
-    let client_addrs = Some(fbb.create_vector(&addrs));
+    let mut strings = |list: &[String]| {
+        let offsets: Vec<_> = list.iter().map(|a| fbb.create_string(a)).collect();
+        fbb.create_vector(&offsets)
+    };
+    let client_addrs = Some(strings(&store.client_addrs));
+    let peer_addrs = Some(strings(&store.peer_addrs));
     let args = fb::StoreDescriptorArgs {
         node_id: store.node_id.get(),
         client_addrs,
         cores: store.cores,
+        peer_addrs,
     };
     fb::StoreDescriptor::create(fbb, &args)
 }
@@ -265,7 +285,8 @@ pub fn decode_client_response(
         | fb::Outcome::Value
         | fb::Outcome::ScanResult
         | fb::Outcome::RegionsResult
-        | fb::Outcome::StatusResult => Ok(decode_reply(&root, limits)?),
+        | fb::Outcome::StatusResult
+        | fb::Outcome::JoinResult => Ok(decode_reply(&root, limits)?),
         _ => Err(decode_error(&root, limits)?),
     };
     Ok(ClientResponse {
@@ -309,6 +330,15 @@ fn decode_reply(
         fb::Outcome::RegionsResult => {
             let result = present(root.outcome_as_regions_result())?;
             ClientReply::Regions {
+                regions: decode_regions(result.regions().unwrap_or_default(), limits)?,
+                stores: decode_stores(result.stores().unwrap_or_default(), limits)?,
+            }
+        }
+        fb::Outcome::JoinResult => {
+            let result = present(root.outcome_as_join_result())?;
+            ClientReply::Joined {
+                ready: result.ready(),
+                cluster_id: crate::ClusterId(result.cluster_id()),
                 regions: decode_regions(result.regions().unwrap_or_default(), limits)?,
                 stores: decode_stores(result.stores().unwrap_or_default(), limits)?,
             }
@@ -399,32 +429,28 @@ fn decode_stores(
 ) -> Result<Vec<StoreDescriptor>, TransportError> {
     TransportError::check_count(FRAME, "stores", list.len(), limits.stores_max)?;
     list.iter()
-        .map(|store| {
-            let addrs = store.client_addrs().unwrap_or_default();
-            TransportError::check_count(
-                FRAME,
-                "store.client_addrs",
-                addrs.len(),
-                limits.stores_max,
-            )?;
-            let client_addrs = addrs
-                .iter()
-                .map(|addr| {
-                    text(
-                        FRAME,
-                        "store.client_addrs",
-                        Some(addr),
-                        limits.text_bytes_max,
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(StoreDescriptor {
-                node_id: node_id(FRAME, "store.node_id", store.node_id())?,
-                client_addrs,
-                cores: store.cores(),
-            })
-        })
+        .map(|store| decode_store(store, limits))
         .collect()
+}
+
+/// Decodes one store descriptor (shared with the request codec's `Join`).
+pub(crate) fn decode_store(
+    store: fb::StoreDescriptor<'_>,
+    limits: &DecodeLimits,
+) -> Result<StoreDescriptor, TransportError> {
+    let strings = |field: &'static str, list: Option<Vector<'_, ForwardsUOffset<&str>>>| {
+        let list = list.unwrap_or_default();
+        TransportError::check_count(FRAME, field, list.len(), limits.stores_max)?;
+        list.iter()
+            .map(|addr| text(FRAME, field, Some(addr), limits.text_bytes_max))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(StoreDescriptor {
+        node_id: node_id(FRAME, "store.node_id", store.node_id())?,
+        client_addrs: strings("store.client_addrs", store.client_addrs())?,
+        cores: store.cores(),
+        peer_addrs: strings("store.peer_addrs", store.peer_addrs())?,
+    })
 }
 
 fn decode_status(

@@ -46,6 +46,7 @@ fn op() -> impl Strategy<Value = ClientOp> {
         }),
         Just(ClientOp::Regions),
         Just(ClientOp::Status),
+        store().prop_map(|store| ClientOp::Join { store }),
     ]
 }
 
@@ -99,11 +100,14 @@ fn region() -> impl Strategy<Value = RegionDescriptor> {
 
 fn store() -> impl Strategy<Value = StoreDescriptor> {
     let addrs = prop::collection::vec("[0-9.:]{1,21}", 0..3);
-    (1..=u64::MAX, addrs, any::<u32>()).prop_map(|(node, client_addrs, cores)| StoreDescriptor {
-        node_id: NodeId(node),
-        client_addrs,
-        cores,
-    })
+    (1..=u64::MAX, addrs.clone(), any::<u32>(), addrs).prop_map(
+        |(node, client_addrs, cores, peer_addrs)| StoreDescriptor {
+            node_id: NodeId(node),
+            client_addrs,
+            cores,
+            peer_addrs,
+        },
+    )
 }
 
 fn status() -> impl Strategy<Value = NodeStatus> {
@@ -151,6 +155,18 @@ fn reply() -> impl Strategy<Value = ClientReply> {
         )
             .prop_map(|(regions, stores)| ClientReply::Regions { regions, stores }),
         status().prop_map(ClientReply::Status),
+        (
+            any::<bool>(),
+            1..=u64::MAX,
+            prop::collection::vec(region(), 0..4),
+            prop::collection::vec(store(), 0..3)
+        )
+            .prop_map(|(ready, cluster, regions, stores)| ClientReply::Joined {
+                ready,
+                cluster_id: tessera_transport::ClusterId(cluster),
+                regions,
+                stores,
+            }),
     ]
 }
 

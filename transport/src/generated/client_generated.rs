@@ -98,10 +98,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Mode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 9;
+pub const ENUM_MAX_OP: u8 = 10;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 10] = [
+pub const ENUM_VALUES_OP: [Op; 11] = [
   Op::NONE,
   Op::Put,
   Op::Get,
@@ -112,6 +112,7 @@ pub const ENUM_VALUES_OP: [Op; 10] = [
   Op::CasDelete,
   Op::Regions,
   Op::Status,
+  Op::Join,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -129,9 +130,10 @@ impl Op {
   pub const CasDelete: Self = Self(7);
   pub const Regions: Self = Self(8);
   pub const Status: Self = Self(9);
+  pub const Join: Self = Self(10);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 10;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -143,6 +145,7 @@ impl Op {
     Self::CasDelete,
     Self::Regions,
     Self::Status,
+    Self::Join,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -157,6 +160,7 @@ impl Op {
       Self::CasDelete => Some("CasDelete"),
       Self::Regions => Some("Regions"),
       Self::Status => Some("Status"),
+      Self::Join => Some("Join"),
       _ => None,
     }
   }
@@ -216,10 +220,10 @@ pub struct OpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OUTCOME: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTCOME: u8 = 14;
+pub const ENUM_MAX_OUTCOME: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTCOME: [Outcome; 15] = [
+pub const ENUM_VALUES_OUTCOME: [Outcome; 16] = [
   Outcome::NONE,
   Outcome::Written,
   Outcome::Value,
@@ -235,6 +239,7 @@ pub const ENUM_VALUES_OUTCOME: [Outcome; 15] = [
   Outcome::ServerBusy,
   Outcome::InvalidRequest,
   Outcome::Internal,
+  Outcome::JoinResult,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -257,9 +262,10 @@ impl Outcome {
   pub const ServerBusy: Self = Self(12);
   pub const InvalidRequest: Self = Self(13);
   pub const Internal: Self = Self(14);
+  pub const JoinResult: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Written,
@@ -276,6 +282,7 @@ impl Outcome {
     Self::ServerBusy,
     Self::InvalidRequest,
     Self::Internal,
+    Self::JoinResult,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -295,6 +302,7 @@ impl Outcome {
       Self::ServerBusy => Some("ServerBusy"),
       Self::InvalidRequest => Some("InvalidRequest"),
       Self::Internal => Some("Internal"),
+      Self::JoinResult => Some("JoinResult"),
       _ => None,
     }
   }
@@ -1430,6 +1438,103 @@ impl ::core::fmt::Debug for Status<'_> {
       ds.finish()
   }
 }
+pub enum JoinOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A node asks the placement driver to add it to the cluster (see docs/protocol.md).
+pub struct Join<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Join<'a> {
+  type Inner = Join<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Join<'a> {
+  pub const VT_STORE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Join { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JoinArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Join<'bldr>> {
+    let mut builder = JoinBuilder::new(_fbb);
+    if let Some(x) = args.store { builder.add_store(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn store(&self) -> Option<StoreDescriptor<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<StoreDescriptor>>(Join::VT_STORE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Join<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<StoreDescriptor>>("store", Self::VT_STORE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinArgs<'a> {
+    pub store: Option<::flatbuffers::WIPOffset<StoreDescriptor<'a>>>,
+}
+impl<'a> Default for JoinArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinArgs {
+      store: None,
+    }
+  }
+}
+
+pub struct JoinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_store(&mut self, store: ::flatbuffers::WIPOffset<StoreDescriptor<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<StoreDescriptor>>(Join::VT_STORE, store);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JoinBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Join<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Join<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Join");
+      ds.field("store", &self.store());
+      ds.finish()
+  }
+}
 pub enum ClientRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1660,6 +1765,21 @@ impl<'a> ClientRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_join(&self) -> Option<Join<'a>> {
+    if self.op_type() == Op::Join {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Join::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientRequest<'_> {
@@ -1684,6 +1804,7 @@ impl ::flatbuffers::Verifiable for ClientRequest<'_> {
           Op::CasDelete => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CasDelete>>("Op::CasDelete", pos),
           Op::Regions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Regions>>("Op::Regions", pos),
           Op::Status => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Status>>("Op::Status", pos),
+          Op::Join => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Join>>("Op::Join", pos),
           _ => Ok(()),
         }
      })?
@@ -1831,6 +1952,13 @@ impl ::core::fmt::Debug for ClientRequest<'_> {
         },
         Op::Status => {
           if let Some(x) = self.op_as_status() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::Join => {
+          if let Some(x) = self.op_as_join() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -2047,6 +2175,7 @@ impl<'a> StoreDescriptor<'a> {
   pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_CLIENT_ADDRS: ::flatbuffers::VOffsetT = 6;
   pub const VT_CORES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PEER_ADDRS: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2059,6 +2188,7 @@ impl<'a> StoreDescriptor<'a> {
   ) -> ::flatbuffers::WIPOffset<StoreDescriptor<'bldr>> {
     let mut builder = StoreDescriptorBuilder::new(_fbb);
     builder.add_node_id(args.node_id);
+    if let Some(x) = args.peer_addrs { builder.add_peer_addrs(x); }
     builder.add_cores(args.cores);
     if let Some(x) = args.client_addrs { builder.add_client_addrs(x); }
     builder.finish()
@@ -2087,6 +2217,14 @@ impl<'a> StoreDescriptor<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(StoreDescriptor::VT_CORES, Some(0)).unwrap()}
   }
+  /// Peer (Raft) addresses ("host:port"), one per core; empty when not needed.
+  #[inline]
+  pub fn peer_addrs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(StoreDescriptor::VT_PEER_ADDRS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StoreDescriptor<'_> {
@@ -2098,6 +2236,7 @@ impl ::flatbuffers::Verifiable for StoreDescriptor<'_> {
      .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("client_addrs", Self::VT_CLIENT_ADDRS, false)?
      .visit_field::<u32>("cores", Self::VT_CORES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("peer_addrs", Self::VT_PEER_ADDRS, false)?
      .finish();
     Ok(())
   }
@@ -2106,6 +2245,7 @@ pub struct StoreDescriptorArgs<'a> {
     pub node_id: u64,
     pub client_addrs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub cores: u32,
+    pub peer_addrs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
 }
 impl<'a> Default for StoreDescriptorArgs<'a> {
   #[inline]
@@ -2114,6 +2254,7 @@ impl<'a> Default for StoreDescriptorArgs<'a> {
       node_id: 0,
       client_addrs: None,
       cores: 0,
+      peer_addrs: None,
     }
   }
 }
@@ -2136,6 +2277,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StoreDescriptorBuilder<'a, 'b
     self.fbb_.push_slot::<u32>(StoreDescriptor::VT_CORES, cores, 0);
   }
   #[inline]
+  pub fn add_peer_addrs(&mut self, peer_addrs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StoreDescriptor::VT_PEER_ADDRS, peer_addrs);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StoreDescriptorBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StoreDescriptorBuilder {
@@ -2156,6 +2301,7 @@ impl ::core::fmt::Debug for StoreDescriptor<'_> {
       ds.field("node_id", &self.node_id());
       ds.field("client_addrs", &self.client_addrs());
       ds.field("cores", &self.cores());
+      ds.field("peer_addrs", &self.peer_addrs());
       ds.finish()
   }
 }
@@ -2921,6 +3067,155 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionsResultBuilder<'a, 'b, 
 impl ::core::fmt::Debug for RegionsResult<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("RegionsResult");
+      ds.field("regions", &self.regions());
+      ds.field("stores", &self.stores());
+      ds.finish()
+  }
+}
+pub enum JoinResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The placement driver's answer to Join: `ready` is false while it waits for more stores;
+/// once true, the layout the new node starts from.
+pub struct JoinResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for JoinResult<'a> {
+  type Inner = JoinResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> JoinResult<'a> {
+  pub const VT_READY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REGIONS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_STORES: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    JoinResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JoinResultArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<JoinResult<'bldr>> {
+    let mut builder = JoinResultBuilder::new(_fbb);
+    builder.add_cluster_id(args.cluster_id);
+    if let Some(x) = args.stores { builder.add_stores(x); }
+    if let Some(x) = args.regions { builder.add_regions(x); }
+    builder.add_ready(args.ready);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn ready(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(JoinResult::VT_READY, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn cluster_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JoinResult::VT_CLUSTER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn regions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionDescriptor<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionDescriptor>>>>(JoinResult::VT_REGIONS, None)}
+  }
+  #[inline]
+  pub fn stores(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor>>>>(JoinResult::VT_STORES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for JoinResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("ready", Self::VT_READY, false)?
+     .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionDescriptor>>>>("regions", Self::VT_REGIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StoreDescriptor>>>>("stores", Self::VT_STORES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinResultArgs<'a> {
+    pub ready: bool,
+    pub cluster_id: u64,
+    pub regions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionDescriptor<'a>>>>>,
+    pub stores: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor<'a>>>>>,
+}
+impl<'a> Default for JoinResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinResultArgs {
+      ready: false,
+      cluster_id: 0,
+      regions: None,
+      stores: None,
+    }
+  }
+}
+
+pub struct JoinResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_ready(&mut self, ready: bool) {
+    self.fbb_.push_slot::<bool>(JoinResult::VT_READY, ready, false);
+  }
+  #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u64) {
+    self.fbb_.push_slot::<u64>(JoinResult::VT_CLUSTER_ID, cluster_id, 0);
+  }
+  #[inline]
+  pub fn add_regions(&mut self, regions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RegionDescriptor<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinResult::VT_REGIONS, regions);
+  }
+  #[inline]
+  pub fn add_stores(&mut self, stores: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StoreDescriptor<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JoinResult::VT_STORES, stores);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JoinResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<JoinResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for JoinResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("JoinResult");
+      ds.field("ready", &self.ready());
+      ds.field("cluster_id", &self.cluster_id());
       ds.field("regions", &self.regions());
       ds.field("stores", &self.stores());
       ds.finish()
@@ -4255,6 +4550,21 @@ impl<'a> ClientResponse<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn outcome_as_join_result(&self) -> Option<JoinResult<'a>> {
+    if self.outcome_type() == Outcome::JoinResult {
+      self.outcome().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { JoinResult::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientResponse<'_> {
@@ -4280,6 +4590,7 @@ impl ::flatbuffers::Verifiable for ClientResponse<'_> {
           Outcome::ServerBusy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ServerBusy>>("Outcome::ServerBusy", pos),
           Outcome::InvalidRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InvalidRequest>>("Outcome::InvalidRequest", pos),
           Outcome::Internal => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Internal>>("Outcome::Internal", pos),
+          Outcome::JoinResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JoinResult>>("Outcome::JoinResult", pos),
           _ => Ok(()),
         }
      })?
@@ -4434,6 +4745,13 @@ impl ::core::fmt::Debug for ClientResponse<'_> {
         },
         Outcome::Internal => {
           if let Some(x) = self.outcome_as_internal() {
+            ds.field("outcome", &x)
+          } else {
+            ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Outcome::JoinResult => {
+          if let Some(x) = self.outcome_as_join_result() {
             ds.field("outcome", &x)
           } else {
             ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
