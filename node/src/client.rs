@@ -431,45 +431,87 @@ impl Client {
             epoch,
             op,
         };
-        let frame = encode_frame(FrameType::ClientRequest, &encode_client_request(&request));
         let timeout = self.options.request_timeout;
         let limits = self.limits.clone();
-        let connection = self.connection(addr)?;
-        let io_error = |e: std::io::Error| ClientError::Connection {
+        let result = self
+            .connection(addr)?
+            .exchange(addr, &request, timeout, &limits);
+        if result.is_err() {
+            self.connections.remove(addr);
+        }
+        result
+    }
+
+    fn connection(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
+        if !self.connections.contains_key(addr) {
+            let connection = Connection::open(addr, &self.limits)?;
+            self.connections.insert(addr.to_string(), connection);
+        }
+        Ok(self.connections.get_mut(addr).expect("inserted above"))
+    }
+}
+
+impl Connection {
+    fn open(addr: &str, limits: &DecodeLimits) -> Result<Connection, ClientError> {
+        let connect_error = |source| ClientError::Connect {
             addr: addr.to_string(),
-            reason: e.to_string(),
+            source,
         };
-        connection.stream.write_all(&frame).map_err(io_error)?;
+        let socket: SocketAddr = addr
+            .to_socket_addrs()
+            .map_err(connect_error)?
+            .next()
+            .ok_or_else(|| ClientError::Connection {
+                addr: addr.to_string(),
+                reason: "address resolves to nothing".into(),
+            })?;
+        let stream =
+            TcpStream::connect_timeout(&socket, Duration::from_secs(2)).map_err(connect_error)?;
+        stream.set_nodelay(true).ok();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .ok();
+        let decoder = FrameDecoder::new(limits.frame_bytes_max);
+        Ok(Connection { stream, decoder })
+    }
+
+    /// Sends `request` and waits up to `timeout` for its answer (answers to abandoned
+    /// requests are skipped). Any error leaves the connection unusable.
+    fn exchange(
+        &mut self,
+        addr: &str,
+        request: &ClientRequest,
+        timeout: Duration,
+        limits: &DecodeLimits,
+    ) -> Result<Result<ClientReply, WireError>, ClientError> {
+        let failed = |reason: String| ClientError::Connection {
+            addr: addr.to_string(),
+            reason,
+        };
+        let frame = encode_frame(FrameType::ClientRequest, &encode_client_request(request));
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| failed(e.to_string()))?;
         let deadline = Instant::now() + timeout;
         let mut buffer = [0u8; 64 * 1024];
         loop {
-            let next = connection
+            if let Some(frame) = self
                 .decoder
                 .next_frame()
-                .map_err(|e| ClientError::Connection {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                });
-            if let Some(frame) = next? {
-                let response = decode_client_response(&frame.payload, &limits).map_err(|e| {
-                    ClientError::Connection {
-                        addr: addr.to_string(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                if response.request_id == request_id {
+                .map_err(|e| failed(e.to_string()))?
+            {
+                let response = decode_client_response(&frame.payload, limits)
+                    .map_err(|e| failed(e.to_string()))?;
+                if response.request_id == request.request_id {
                     return Ok(response.result);
                 }
-                continue; // an answer to an abandoned request
+                continue;
             }
             if Instant::now() > deadline {
-                self.connections.remove(addr);
-                return Err(ClientError::Connection {
-                    addr: addr.to_string(),
-                    reason: "timed out waiting for the answer".into(),
-                });
+                return Err(failed("timed out waiting for the answer".into()));
             }
-            let read = match connection.stream.read(&mut buffer) {
+            let read = match self.stream.read(&mut buffer) {
+                Ok(0) => return Err(failed("closed by the server".into())),
                 Ok(read) => read,
                 Err(e)
                     if matches!(
@@ -479,59 +521,27 @@ impl Client {
                 {
                     continue
                 }
-                Err(e) => {
-                    self.connections.remove(addr);
-                    return Err(io_error(e));
-                }
+                Err(e) => return Err(failed(e.to_string())),
             };
-            if read == 0 {
-                self.connections.remove(addr);
-                return Err(ClientError::Connection {
-                    addr: addr.to_string(),
-                    reason: "closed by the server".into(),
-                });
-            }
-            connection
-                .decoder
+            self.decoder
                 .push(&buffer[..read])
-                .map_err(|e| ClientError::Connection {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| failed(e.to_string()))?;
         }
     }
+}
 
-    fn connection(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
-        if !self.connections.contains_key(addr) {
-            let connect_error = |source| ClientError::Connect {
-                addr: addr.to_string(),
-                source,
-            };
-            let socket: SocketAddr = addr
-                .to_socket_addrs()
-                .map_err(connect_error)?
-                .next()
-                .ok_or_else(|| ClientError::Connection {
-                    addr: addr.to_string(),
-                    reason: "address resolves to nothing".into(),
-                })?;
-            let stream =
-                TcpStream::connect_timeout(&socket, Duration::from_secs(2)).map_err(|source| {
-                    ClientError::Connect {
-                        addr: addr.to_string(),
-                        source,
-                    }
-                })?;
-            stream.set_nodelay(true).ok();
-            stream
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .ok();
-            let decoder = FrameDecoder::new(self.limits.frame_bytes_max);
-            self.connections
-                .insert(addr.to_string(), Connection { stream, decoder });
-        }
-        Ok(self.connections.get_mut(addr).expect("inserted above"))
-    }
+/// One request on a fresh connection to `addr` (for the placement driver handshake and
+/// tools that do not need routing).
+///
+/// # Errors
+/// When `addr` cannot be reached or does not answer within `timeout`.
+pub fn request_once(
+    addr: &str,
+    request: &ClientRequest,
+    timeout: Duration,
+) -> Result<Result<ClientReply, WireError>, ClientError> {
+    let limits = DecodeLimits::default();
+    Connection::open(addr, &limits)?.exchange(addr, request, timeout, &limits)
 }
 
 fn exhausted(attempts: u32, started: Instant, last: String) -> ClientError {

@@ -115,9 +115,16 @@ struct ServeArgs {
     #[arg(long)]
     cores: Option<usize>,
     /// A static first layout for several nodes, the same on each:
-    /// ID=HOST:CLIENT_PORT:PEER_PORT,... (see `tessera cluster`).
+    /// ID=HOST:CLIENT_PORT:PEER_PORT,...
     #[arg(long, value_delimiter = ',')]
     initial_cluster: Vec<String>,
+    /// Host the placement driver and wait for this many stores (this one included) to join
+    /// before handing out the first layout.
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// Join the cluster whose placement driver listens at this client address (host:port).
+    #[arg(long)]
+    join: Option<String>,
 }
 
 #[derive(Args)]
@@ -201,6 +208,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.initial_cluster.is_empty() {
         config.initial_cluster = args.initial_cluster;
     }
+    if let Some(v) = args.replicas {
+        config.replicas = v;
+    }
+    if let Some(v) = args.join {
+        config.join = v;
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, shutdown.clone())
@@ -232,12 +245,6 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             args.peer_port + 10 * i as u16,
         )
     };
-    let members: Vec<String> = (0..args.nodes)
-        .map(|i| {
-            let (client, peer) = ports(i);
-            format!("{}=127.0.0.1:{client}:{peer}", i + 1)
-        })
-        .collect();
     let exe = std::env::current_exe().context("finding the tessera binary")?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -258,12 +265,16 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                 "--peer-port",
                 &peer.to_string(),
             ])
-            .args([
-                "--cores",
-                &args.cores.to_string(),
-                "--initial-cluster",
-                &members.join(","),
-            ])
+            .args(["--cores", &args.cores.to_string()])
+            // Node 1 hosts the placement driver; the others join it by address.
+            .args(if i == 0 {
+                vec!["--replicas".to_string(), args.nodes.min(3).to_string()]
+            } else {
+                vec![
+                    "--join".to_string(),
+                    format!("127.0.0.1:{}", args.client_port),
+                ]
+            })
             .spawn()
             .with_context(|| format!("starting node {}", i + 1))?;
         println!(

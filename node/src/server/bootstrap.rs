@@ -46,7 +46,7 @@ pub fn initial_layout(split_keys: &[String], stores: &[NodeId], replicas: usize)
 }
 
 /// A cluster id that is never 0 and unlikely to repeat.
-fn new_cluster_id() -> u64 {
+pub fn new_cluster_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -63,13 +63,35 @@ pub enum BootstrapError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("{0}")]
+    Pd(String),
 }
 
 /// Loads the metadata of `config.data_dir`, or creates it for a new single-node cluster.
 ///
 /// # Errors
 /// `MetaError` when the directory is damaged or was written for another node or core count.
-pub fn load_or_create_meta(config: &NodeConfig) -> Result<DataMeta, BootstrapError> {
+pub fn load_or_create_meta(
+    config: &NodeConfig,
+    shutdown: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Option<DataMeta>, BootstrapError> {
+    if let Some(meta) = load_meta(config)? {
+        return Ok(Some(meta));
+    }
+    if !config.join.is_empty() {
+        return super::pd::join(config, shutdown).map_err(BootstrapError::Pd);
+    }
+    if config.replicas > 1 && config.initial_cluster.is_empty() {
+        return super::pd::bootstrap(config, shutdown).map_err(BootstrapError::Pd);
+    }
+    create_meta(config).map(Some)
+}
+
+/// Reads and checks existing metadata; `None` for a fresh directory.
+///
+/// # Errors
+/// As `load_or_create_meta`.
+fn load_meta(config: &NodeConfig) -> Result<Option<DataMeta>, BootstrapError> {
     let dir = &config.data_dir;
     let cores = config.core_count();
     if let Some(meta) = DataMeta::load(dir)? {
@@ -90,8 +112,15 @@ pub fn load_or_create_meta(config: &NodeConfig) -> Result<DataMeta, BootstrapErr
             ))));
         }
         meta.regions(dir)?;
-        return Ok(meta);
+        return Ok(Some(meta));
     }
+    Ok(None)
+}
+
+/// A new single-node cluster, or this node's part of a static `initial_cluster`.
+fn create_meta(config: &NodeConfig) -> Result<DataMeta, BootstrapError> {
+    let dir = &config.data_dir;
+    let cores = config.core_count();
     let members = config.initial_members()?;
     let stores: Vec<StoreMeta> = if members.is_empty() {
         vec![StoreMeta {

@@ -210,7 +210,7 @@ pub fn to_kv_request(request: &ClientRequest) -> Result<KvRequest, ClientError> 
             key: key.clone(),
             expected_version: *expected_version,
         },
-        ClientOp::Regions | ClientOp::Status => {
+        ClientOp::Regions | ClientOp::Status | ClientOp::Join { .. } => {
             return Err(ClientError::InvalidRequest {
                 message: "not a key-value operation".into(),
             })

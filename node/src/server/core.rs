@@ -21,7 +21,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use tessera_core::{LogIndex, Message, NodeId, RegionId, Term};
 use tessera_transport::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, NodeStatus, RegionDescriptor,
-    RegionStatus as WireRegionStatus, StoreDescriptor,
+    RegionStatus as WireRegionStatus,
 };
 use tessera_transport::net::{PeerSender, TransportConfig};
 use tessera_transport::{ClusterId, CoreId};
@@ -185,6 +185,7 @@ impl CoreLoop {
         match request.op {
             ClientOp::Regions => return self.reply(origin, Ok(self.routing_table())),
             ClientOp::Status => return self.reply(origin, Ok(ClientReply::Status(self.status()))),
+            ClientOp::Join { store } => return self.on_join(origin, store),
             _ => {}
         }
         let owner = owning_core(request.region_id, self.cores);
@@ -205,6 +206,26 @@ impl CoreLoop {
             }
             Err(error) => self.reply(origin, Err(error)),
         }
+    }
+
+    /// A store asks to join: stores of the bootstrap get the layout again (they may have
+    /// crashed before saving it); adding new stores is not supported yet.
+    fn on_join(&mut self, origin: Origin, store: tessera_transport::client::StoreDescriptor) {
+        let known = self
+            .meta
+            .stores
+            .iter()
+            .any(|s| s.node_id == store.node_id.get());
+        let answer = match self.meta.regions(std::path::Path::new(".")) {
+            Ok(regions) if known => Ok(super::pd::joined_reply(&self.meta, &regions)),
+            Ok(_) => Err(ClientError::InvalidRequest {
+                message: "the cluster is already bootstrapped; adding stores to a running cluster is not supported yet".into(),
+            }),
+            Err(error) => Err(ClientError::Internal {
+                message: error.to_string(),
+            }),
+        };
+        self.reply(origin, answer);
     }
 
     /// Hands a request to the core that owns its Region; only requests from this core's own
@@ -403,13 +424,7 @@ impl CoreLoop {
             .meta
             .stores
             .iter()
-            .map(|s| StoreDescriptor {
-                node_id: NodeId(s.node_id),
-                client_addrs: (0..s.cores)
-                    .map(|c| format!("{}:{}", s.host, s.client_port as usize + c))
-                    .collect(),
-                cores: s.cores as u32,
-            })
+            .map(super::pd::store_descriptor)
             .collect();
         ClientReply::Regions { regions, stores }
     }

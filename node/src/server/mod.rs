@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod clients;
 pub mod core;
 pub mod cross_core;
+pub mod pd;
 pub mod snapshot_files;
 
 use std::rc::Rc;
@@ -68,7 +69,9 @@ pub fn run(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    let meta = bootstrap::load_or_create_meta(&config)?;
+    let Some(meta) = bootstrap::load_or_create_meta(&config, &shutdown)? else {
+        return Ok(()); // asked to stop while waiting for the cluster to form
+    };
     let cores = meta.cores;
     check_memlock(config.io_memory_bytes, cores)?;
     let (started_tx, started_rx) = mpsc::channel::<(usize, Started)>();
