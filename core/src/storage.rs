@@ -127,6 +127,18 @@ impl MemStorage {
         self.entries.extend_from_slice(entries);
     }
 
+    /// Persists what a `Ready` hands out, in the documented order: snapshot, entries, hard
+    /// state (step 3 of the calling order in `ready.rs`).
+    pub fn persist_ready(&mut self, ready: &crate::ready::Ready) {
+        if let Some(snapshot) = &ready.snapshot {
+            self.apply_snapshot(snapshot.clone());
+        }
+        self.append(&ready.entries);
+        if let Some(hard_state) = ready.hard_state {
+            self.set_hard_state(hard_state);
+        }
+    }
+
     /// Replaces everything with a snapshot (a follower installing the leader's snapshot).
     pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
         self.hard_state.commit = self.hard_state.commit.max(snapshot.metadata.index);

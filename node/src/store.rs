@@ -397,14 +397,7 @@ impl Store {
 
     fn persist_group(&mut self, region: RegionId, ready: &Ready) {
         let core = self.raft.group_mut(region).expect("group exists");
-        let storage = core.storage_mut();
-        if let Some(snapshot) = &ready.snapshot {
-            storage.apply_snapshot(snapshot.clone());
-        }
-        storage.append(&ready.entries);
-        if let Some(hard_state) = ready.hard_state {
-            storage.set_hard_state(hard_state);
-        }
+        core.storage_mut().persist_ready(ready);
     }
 
     fn apply_group(&mut self, region: RegionId, ready: &Ready) {

@@ -339,14 +339,7 @@ impl Cluster {
             return;
         };
         let core = self.core(id);
-        let storage = core.storage_mut();
-        if let Some(snapshot) = &ready.snapshot {
-            storage.apply_snapshot(snapshot.clone());
-        }
-        storage.append(&ready.entries);
-        if let Some(hard_state) = ready.hard_state {
-            storage.set_hard_state(hard_state);
-        }
+        core.storage_mut().persist_ready(&ready);
         // Step 4: the write is durable, acknowledgements may leave. Step 5 is the harness's
         // safety bookkeeping below; step 6 reports it all.
         self.network

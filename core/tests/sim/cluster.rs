@@ -292,14 +292,7 @@ impl Cluster {
 
     fn persist(&mut self, id: NodeId, ready: &tessera_core::Ready) {
         let core = self.core_mut(id).expect("running");
-        let storage = core.storage_mut();
-        if let Some(snapshot) = &ready.snapshot {
-            storage.apply_snapshot(snapshot.clone());
-        }
-        storage.append(&ready.entries);
-        if let Some(hard_state) = ready.hard_state {
-            storage.set_hard_state(hard_state);
-        }
+        core.storage_mut().persist_ready(ready);
         let storage = self.nodes[&id].core.as_ref().expect("running").storage();
         for entry in &ready.entries {
             let prev_term = storage.term(entry.index.prev()).unwrap_or(Term(0));
