@@ -1,0 +1,259 @@
+//! A real `tessera serve` process on loopback, used through the Rust client and the CLI:
+//! every key-value operation, scans across both default Regions (split at "m"), namespace
+//! isolation, a clean SIGTERM shutdown, and a restart that reads back every acknowledged
+//! write with its value and version.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::Node;
+use tessera_node::client::{CasOutcome, Client};
+use tessera_transport::client::Mode;
+
+/// What the test expects to read back: (namespace, key) → (value, version); `None` when the
+/// key was deleted.
+type Expected = BTreeMap<(String, String), Option<(String, u64)>>;
+
+fn put(client: &mut Client, expected: &mut Expected, ns: &str, key: &str, value: &str, mode: Mode) {
+    let version = client.put(key.as_bytes(), value.as_bytes(), mode).unwrap();
+    assert!(version > 0, "a put returns a version, got 0 for {key}");
+    let previous = expected.insert(
+        (ns.to_string(), key.to_string()),
+        Some((value.to_string(), version)),
+    );
+    if let Some(Some((_, old))) = previous {
+        assert!(version > old, "{key}: version went from {old} to {version}");
+    }
+}
+
+fn check_all(node: &Node, expected: &Expected) {
+    for ((ns, key), want) in expected {
+        let mut client = node.client_in(ns);
+        for mode in [Mode::Raw, Mode::Strong] {
+            let got = client
+                .get(key.as_bytes(), mode)
+                .unwrap()
+                .map(|v| (String::from_utf8(v.value).unwrap(), v.version));
+            assert_eq!(&got, want, "namespace {ns:?} key {key:?} ({mode:?})");
+        }
+    }
+}
+
+fn keys(items: &[tessera_transport::client::KeyValue]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| String::from_utf8(i.key.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_operation_works_and_survives_a_clean_restart() {
+    let mut node = Node::started();
+    let mut expected = Expected::new();
+    let mut client = node.client();
+
+    // Raw and strong puts and gets, on both sides of the split key "m".
+    put(&mut client, &mut expected, "", "apple", "red", Mode::Raw);
+    put(
+        &mut client,
+        &mut expected,
+        "",
+        "banana",
+        "yellow",
+        Mode::Strong,
+    );
+    put(&mut client, &mut expected, "", "melon", "green", Mode::Raw);
+    put(
+        &mut client,
+        &mut expected,
+        "",
+        "zucchini",
+        "long",
+        Mode::Strong,
+    );
+    put(
+        &mut client,
+        &mut expected,
+        "",
+        "apple",
+        "green",
+        Mode::Strong,
+    );
+    check_all(&node, &expected);
+
+    // Delete.
+    put(&mut client, &mut expected, "", "doomed", "x", Mode::Raw);
+    client.delete(b"doomed", Mode::Strong).unwrap();
+    expected.insert((String::new(), "doomed".into()), None);
+    assert_eq!(client.get(b"doomed", Mode::Strong).unwrap(), None);
+
+    // Compare-and-swap: create with 0, update with the returned version, refuse a stale one.
+    let CasOutcome::Done { version: v1 } = client.cas(b"cherry", 0, b"c1").unwrap() else {
+        panic!("creating a new key with expected version 0 must succeed");
+    };
+    assert_eq!(
+        client.cas(b"cherry", 0, b"again").unwrap(),
+        CasOutcome::Mismatch {
+            current_version: v1
+        },
+        "creating an existing key must fail, reporting its version"
+    );
+    let CasOutcome::Done { version: v2 } = client.cas(b"cherry", v1, b"c2").unwrap() else {
+        panic!("cas with the current version must succeed");
+    };
+    assert!(v2 > v1);
+    assert_eq!(
+        client.cas(b"cherry", v1, b"c3").unwrap(),
+        CasOutcome::Mismatch {
+            current_version: v2
+        }
+    );
+    expected.insert((String::new(), "cherry".into()), Some(("c2".into(), v2)));
+
+    // Compare-and-delete on the other Region.
+    let CasOutcome::Done { version: p1 } = client.cas(b"plum", 0, b"p").unwrap() else {
+        panic!("cas create plum");
+    };
+    assert_eq!(
+        client.cas_delete(b"plum", p1 + 100).unwrap(),
+        CasOutcome::Mismatch {
+            current_version: p1
+        }
+    );
+    assert_eq!(
+        client.cas_delete(b"plum", p1).unwrap(),
+        CasOutcome::Done { version: 0 }
+    );
+    assert_eq!(
+        client.cas_delete(b"plum", p1).unwrap(),
+        CasOutcome::Mismatch { current_version: 0 },
+        "deleting an absent key must fail with version 0"
+    );
+    expected.insert((String::new(), "plum".into()), None);
+    check_all(&node, &expected);
+
+    // Scans cross the Region boundary at "m", in key order, honouring limits and bounds.
+    for key in ["k/1", "k/2", "p/1", "p/2", "p/3"] {
+        put(&mut client, &mut expected, "", key, key, Mode::Raw);
+    }
+    let live: Vec<String> = expected
+        .iter()
+        .filter(|((ns, _), v)| ns.is_empty() && v.is_some())
+        .map(|((_, k), _)| k.clone())
+        .collect();
+    for mode in [Mode::Raw, Mode::Strong] {
+        let all = client.scan(b"", b"", 1000, mode).unwrap();
+        assert_eq!(keys(&all), live, "full scan ({mode:?})");
+        for item in &all {
+            let key = String::from_utf8(item.key.clone()).unwrap();
+            let want = expected[&(String::new(), key)].clone().unwrap();
+            assert_eq!(
+                (String::from_utf8(item.value.clone()).unwrap(), item.version),
+                want
+            );
+        }
+        let middle = client.scan(b"b", b"p/2", 1000, mode).unwrap();
+        assert_eq!(
+            keys(&middle),
+            ["banana", "cherry", "k/1", "k/2", "melon", "p/1"],
+            "scan [b, p/2) ({mode:?})"
+        );
+        let limited = client.scan(b"k/2", b"", 3, mode).unwrap();
+        assert_eq!(
+            keys(&limited),
+            ["k/2", "melon", "p/1"],
+            "limit 3 across the split"
+        );
+        let prefixed = client.scan_prefix(b"p/", 100, mode).unwrap();
+        assert_eq!(keys(&prefixed), ["p/1", "p/2", "p/3"]);
+        let prefixed = client.scan_prefix(b"k/", 1, mode).unwrap();
+        assert_eq!(keys(&prefixed), ["k/1"]);
+    }
+
+    // Namespaces are isolated: the same key in two namespaces, invisible to the default one.
+    let mut blue = node.client_in("blue");
+    let mut green = node.client_in("green");
+    put(
+        &mut blue,
+        &mut expected,
+        "blue",
+        "shared",
+        "b",
+        Mode::Strong,
+    );
+    put(
+        &mut green,
+        &mut expected,
+        "green",
+        "shared",
+        "g",
+        Mode::Strong,
+    );
+    put(&mut green, &mut expected, "green", "zz", "g2", Mode::Raw);
+    assert_eq!(client.get(b"shared", Mode::Strong).unwrap(), None);
+    assert_eq!(blue.get(b"zz", Mode::Strong).unwrap(), None);
+    assert_eq!(
+        keys(&blue.scan(b"", b"", 100, Mode::Raw).unwrap()),
+        ["shared"]
+    );
+    assert_eq!(
+        keys(&green.scan(b"", b"", 100, Mode::Strong).unwrap()),
+        ["shared", "zz"]
+    );
+    assert_eq!(keys(&client.scan(b"", b"", 1000, Mode::Raw).unwrap()), live);
+
+    // The CLI reads and writes the same data.
+    let (ok, out) = node.cli(&["put", "cli-key", "cli-value", "--json"]);
+    assert!(ok, "tessera put failed: {out}");
+    let version: u64 = json_field(&out, "version").parse().unwrap();
+    expected.insert(
+        (String::new(), "cli-key".into()),
+        Some(("cli-value".into(), version)),
+    );
+    let (ok, out) = node.cli(&["get", "apple", "--strong", "--json"]);
+    assert!(
+        ok && out.contains("\"value\":\"green\""),
+        "tessera get: {out}"
+    );
+    let (ok, out) = node.cli(&["get", "doomed"]);
+    assert!(
+        !ok && out.contains("not found"),
+        "get of a deleted key: {out}"
+    );
+    let (ok, out) = node.cli(&["cas", "cherry", &v1.to_string(), "nope"]);
+    assert!(!ok && out.contains(&v2.to_string()), "stale cas: {out}");
+    let (ok, out) = node.cli(&["status"]);
+    assert!(ok && out.lines().count() >= 3, "status: {out}");
+    check_all(&node, &expected);
+
+    // SIGTERM: exit 0 and a clean-shutdown line; then everything is back after a restart.
+    drop((client, blue, green));
+    node.stop_cleanly();
+    node.start();
+    check_all(&node, &expected);
+    let mut client = node.client();
+    let live: Vec<String> = expected
+        .iter()
+        .filter(|((ns, _), v)| ns.is_empty() && v.is_some())
+        .map(|((_, k), _)| k.clone())
+        .collect();
+    assert_eq!(
+        keys(&client.scan(b"", b"", 1000, Mode::Strong).unwrap()),
+        live
+    );
+    // Versions keep growing after the restart: a new write is newer than all before it.
+    let newest = expected.values().flatten().map(|(_, v)| *v).max().unwrap();
+    let after = client.put(b"apple", b"again", Mode::Strong).unwrap();
+    assert!(
+        after > newest,
+        "version {after} after restart, {newest} before"
+    );
+    node.stop_cleanly();
+}
+
+/// The value of `field` in one line of the CLI's JSON output.
+fn json_field(line: &str, field: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    value[field].to_string()
+}
