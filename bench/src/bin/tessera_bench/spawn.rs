@@ -1,0 +1,163 @@
+//! `--spawn`: start a single node or a 3-node cluster on loopback for the run, wait until every
+//! Region has a leader that accepts writes, and stop the processes (SIGTERM, then SIGKILL after
+//! a grace period) and delete their data when dropped — also when the run fails.
+//!
+//! Ports: node `i` (from 0) serves clients on `base_port + 10 * i` (+ core) and peers on
+//! `base_port + 500 + 10 * i`, the scheme of `tessera cluster`.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tessera_node::client::{Client, ClientOptions};
+use tessera_transport::client::Mode;
+
+use crate::routing::Routing;
+
+/// What to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// One node, one replica per Region.
+    Single,
+    /// Three nodes, three replicas per Region.
+    Cluster3,
+}
+
+/// Nodes started for the run; stopped and deleted on drop.
+pub struct LocalCluster {
+    children: Vec<Child>,
+    /// A client address of node 1.
+    pub seed_addr: String,
+    /// Where the data and the nodes' logs live.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the nodes and waits up to `ready_timeout` for leaders that accept writes.
+///
+/// # Errors
+/// When a process cannot start, exits, or the cluster is not ready in time.
+pub fn spawn(
+    topology: Topology,
+    binary: &Path,
+    base_port: u16,
+    cores: usize,
+    node_config: Option<&Path>,
+    data_parent: &Path,
+    ready_timeout: Duration,
+) -> anyhow::Result<LocalCluster> {
+    let nodes = match topology {
+        Topology::Single => 1,
+        Topology::Cluster3 => 3,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("tessera-bench-")
+        .tempdir_in(data_parent)
+        .with_context(|| format!("creating a data directory in {}", data_parent.display()))?;
+    let ports = |i: usize| (base_port + 10 * i as u16, base_port + 500 + 10 * i as u16);
+    let members: Vec<String> = (0..nodes)
+        .map(|i| format!("{}=127.0.0.1:{}:{}", i + 1, ports(i).0, ports(i).1))
+        .collect();
+    let mut cluster = LocalCluster {
+        children: Vec::new(),
+        seed_addr: format!("127.0.0.1:{}", base_port),
+        dir,
+    };
+    for i in 0..nodes {
+        let (client_port, peer_port) = ports(i);
+        let log = File::create(cluster.dir.path().join(format!("node-{}.log", i + 1)))?;
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--node-id", &(i + 1).to_string()])
+            .arg("--data-dir")
+            .arg(cluster.dir.path().join(format!("node-{}", i + 1)))
+            .args(["--client-port", &client_port.to_string()])
+            .args(["--peer-port", &peer_port.to_string()])
+            .args(["--cores", &cores.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if nodes > 1 {
+            command.args(["--initial-cluster", &members.join(",")]);
+        }
+        if let Some(config) = node_config {
+            command.arg("--config").arg(config);
+        }
+        let child = command.spawn().with_context(|| {
+            format!(
+                "starting {} (build it with `cargo build --release -p tessera-node`)",
+                binary.display()
+            )
+        })?;
+        cluster.children.push(child);
+    }
+    cluster.wait_ready(ready_timeout)?;
+    Ok(cluster)
+}
+
+impl LocalCluster {
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut last = String::from("not tried");
+        while started.elapsed() < timeout {
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "node {} exited with {status}; see its log in {}",
+                        i + 1,
+                        self.dir.path().display()
+                    );
+                }
+            }
+            match self.probe() {
+                Ok(()) => return Ok(()),
+                Err(error) => last = format!("{error:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("cluster not ready after {timeout:?}: {last}")
+    }
+
+    /// Every Region has a leader and takes a write.
+    fn probe(&self) -> anyhow::Result<()> {
+        let routing = Routing::load(&self.seed_addr)?;
+        if !routing.all_led() {
+            bail!("not every Region has a leader yet");
+        }
+        let options = ClientOptions {
+            request_timeout: Duration::from_secs(2),
+            ..ClientOptions::default()
+        };
+        let mut client = Client::connect(&self.seed_addr, options)?;
+        for region in routing.regions() {
+            let mut key = region.start_key.clone();
+            key.push(0);
+            client.put(&key, b"ready", Mode::Strong)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in &self.children {
+            // SAFETY: kill(2) on a child we started and have not yet reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for child in &mut self.children {
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
