@@ -215,8 +215,15 @@ fn main() -> anyhow::Result<()> {
             Some(rate) => Pacer::open_loop(rate, args.connections, i, 0, stop_ns, share),
         })
         .collect();
+    let cpu_before = cpu_snapshot(cluster.as_ref());
+    let wall = std::time::Instant::now();
     let run = run_phase(&workload, &routing, pacers, args.seed, "run")?;
-    let config = config_json(&args, &addr, &routing);
+    let cpu = cpu_percent(&cpu_before, &cpu_snapshot(cluster.as_ref()), wall.elapsed());
+    let mut config = config_json(&args, &addr, &routing);
+    config["cpu_percent_of_one_core"] = json!({
+        "generator": cpu[0],
+        "nodes": cpu[1..],
+    });
     write_outputs(&args, &run, &config)?;
     if args.json {
         let mut summary = stats::stats_json(&run.stats, run.measured_ns);
@@ -227,6 +234,24 @@ fn main() -> anyhow::Result<()> {
     }
     drop(cluster);
     Ok(())
+}
+
+/// CPU seconds used so far by this process, then by each spawned node.
+fn cpu_snapshot(cluster: Option<&spawn::LocalCluster>) -> Vec<f64> {
+    let mut seconds = vec![spawn::process_cpu_seconds(std::process::id())];
+    if let Some(cluster) = cluster {
+        seconds.extend(cluster.cpu_seconds());
+    }
+    seconds
+}
+
+/// Percent of one core each process used between two snapshots.
+fn cpu_percent(before: &[f64], after: &[f64], wall: Duration) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| ((a - b) / wall.as_secs_f64() * 100.0).round())
+        .collect()
 }
 
 fn spawn_cluster(args: &Args, topology: Topology) -> anyhow::Result<spawn::LocalCluster> {
@@ -391,6 +416,12 @@ fn text_report(args: &Args, run: &PhaseResult, config: &serde_json::Value) -> St
             args.node_cores
         )),
         config["load_average_1m_at_end"].as_str().unwrap_or("?")
+    );
+    let cpu = &config["cpu_percent_of_one_core"];
+    out += &format!(
+        "cpu         generator {}%, nodes {} (percent of one core over the run, warm-up included)\n",
+        cpu["generator"],
+        cpu["nodes"]
     );
     let completed = run.stats.completed();
     out += &format!(

@@ -140,6 +140,36 @@ impl LocalCluster {
     }
 }
 
+impl LocalCluster {
+    /// CPU seconds (user + system) each node has used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_seconds(&self) -> Vec<f64> {
+        self.children
+            .iter()
+            .map(|c| process_cpu_seconds(c.id()))
+            .collect()
+    }
+}
+
+/// User + system CPU seconds of process `pid`; 0 when unreadable.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th
+    // fields of the whole line, so the 12th and 13th after it.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / per_second as f64
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for child in &self.children {
