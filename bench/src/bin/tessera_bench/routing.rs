@@ -63,11 +63,6 @@ impl Routing {
         &self.regions
     }
 
-    /// True when every Region has a known leader.
-    pub fn all_led(&self) -> bool {
-        self.regions.iter().all(|r| r.leader.is_some())
-    }
-
     /// The Region holding `key` and the address to send to; `attempt` rotates over the
     /// replicas when the leader is unknown.
     pub fn target(&self, key: &[u8], attempt: u32) -> Option<Target> {
