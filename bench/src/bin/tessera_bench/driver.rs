@@ -548,3 +548,120 @@ impl Driver<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+
+    use tessera_core::{NodeId, RegionId};
+    use tessera_transport::client::{
+        ClientResponse, RegionDescriptor, RegionEpoch, StoreDescriptor,
+    };
+    use tessera_transport::{decode_client_request, encode_client_response};
+
+    use super::*;
+    use crate::workload::KeyDistribution;
+
+    /// A node stand-in on loopback: one Region, answers each read's worth of requests in
+    /// reverse order (so answers arrive out of order) and refuses the very first write with
+    /// NotLeader pointing at itself. Serves `connections` connections, then stops.
+    fn fake_node(connections: usize, writes_seen: Arc<AtomicU32>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let own = addr.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(connections) {
+                let (own, writes_seen) = (own.clone(), writes_seen.clone());
+                std::thread::spawn(move || serve(stream.unwrap(), &own, &writes_seen));
+            }
+        });
+        addr
+    }
+
+    fn serve(mut stream: TcpStream, own: &str, writes_seen: &AtomicU32) {
+        let limits = DecodeLimits::default();
+        let mut decoder = FrameDecoder::new(limits.frame_bytes_max);
+        let mut buffer = [0u8; 64 * 1024];
+        loop {
+            let n = match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            decoder.push(&buffer[..n]).unwrap();
+            let mut answers = Vec::new();
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                let request = decode_client_request(&frame.payload, &limits).unwrap();
+                let result = match request.op {
+                    ClientOp::Regions => Ok(ClientReply::Regions {
+                        regions: vec![RegionDescriptor {
+                            region_id: RegionId(1),
+                            start_key: Vec::new(),
+                            end_key: Vec::new(),
+                            epoch: RegionEpoch::default(),
+                            peers: vec![NodeId(1)],
+                            leader: Some(NodeId(1)),
+                        }],
+                        stores: vec![StoreDescriptor {
+                            node_id: NodeId(1),
+                            client_addrs: vec![own.to_string()],
+                            cores: 1,
+                            peer_addrs: Vec::new(),
+                        }],
+                    }),
+                    ClientOp::Put { .. } if writes_seen.fetch_add(1, Ordering::Relaxed) == 0 => {
+                        Err(ClientError::NotLeader {
+                            leader: Some(NodeId(1)),
+                            leader_addr: Some(own.to_string()),
+                        })
+                    }
+                    _ => Ok(ClientReply::Written { version: 1 }),
+                };
+                answers.push(ClientResponse {
+                    request_id: request.request_id,
+                    result,
+                });
+            }
+            for answer in answers.iter().rev() {
+                let frame =
+                    encode_frame(FrameType::ClientResponse, &encode_client_response(answer));
+                stream.write_all(&frame).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_connection_matches_out_of_order_answers_and_follows_not_leader() {
+        let writes_seen = Arc::new(AtomicU32::new(0));
+        let addr = fake_node(2, writes_seen.clone());
+        let routing = Routing::load(&addr).unwrap();
+        let workload = Workload {
+            mode: Mode::Strong,
+            namespace: String::new(),
+            mix: OpMix::parse("0:100:0").unwrap(),
+            keys: KeyChooser::new(1000, KeyDistribution::Uniform),
+            sequential: false,
+            value: vec![b'v'; 256],
+            in_flight: 8,
+            connections: 1,
+            timeout_ns: 10_000_000_000,
+            measure_from_ns: 0,
+            drain_ns: 10_000_000_000,
+            attempts_max: 5,
+        };
+        let progress = Progress::new();
+        let pacer = Pacer::closed_loop(u64::MAX, Some(200));
+        let result = run_connection(0, &workload, &progress, routing, pacer, 1);
+        let stats = result.stats;
+        assert_eq!(stats.latency_us[OpKind::Write.index()].len(), 200);
+        assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+        assert_eq!(stats.retries.get("not_leader"), Some(&1));
+        assert_eq!(
+            writes_seen.load(Ordering::Relaxed),
+            201,
+            "one refused, then resent"
+        );
+        assert_eq!(progress.completed.load(Ordering::Relaxed), 200);
+    }
+}
