@@ -140,7 +140,7 @@ fn write_until(mut writer: Writer, stop: &AtomicBool) -> Writer {
         let slot = (i / 2) % 40;
         if i % 5 == 4 {
             writer.cas(&format!("cas/{}", i % 7), format!("c{i}"));
-        } else if i % 2 == 0 {
+        } else if i.is_multiple_of(2) {
             writer.put(&format!("a/{slot:02}"), format!("v{i}"));
         } else {
             writer.put(&format!("w/{slot:02}"), format!("v{i}"));
