@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_transport::client::{ClientError, ClientOp, ClientReply, ClientRequest, Mode};
@@ -59,14 +60,17 @@ pub struct Progress {
     pub start: Instant,
     pub completed: AtomicU64,
     pub errors: AtomicU64,
+    /// Set on SIGINT/SIGTERM: stop sending, collect what is outstanding, report.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Progress {
-    pub fn new() -> Progress {
+    pub fn new(stop: Arc<AtomicBool>) -> Progress {
         Progress {
             start: Instant::now(),
             completed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            stop,
         }
     }
 
@@ -151,6 +155,9 @@ impl Driver<'_> {
         let mut next_timeout_check = 0;
         loop {
             let now = self.progress.now_ns();
+            if self.progress.stop.load(Ordering::Relaxed) {
+                *pacer = Pacer::closed_loop(0, Some(0));
+            }
             self.send_due(pacer, now);
             self.flush();
             if pacer.is_over(now) {
@@ -553,7 +560,6 @@ impl Driver<'_> {
 mod tests {
     use std::net::TcpListener;
     use std::sync::atomic::AtomicU32;
-    use std::sync::Arc;
 
     use tessera_core::{NodeId, RegionId};
     use tessera_transport::client::{
@@ -650,7 +656,7 @@ mod tests {
             drain_ns: 10_000_000_000,
             attempts_max: 5,
         };
-        let progress = Progress::new();
+        let progress = Progress::new(Arc::new(AtomicBool::new(false)));
         let pacer = Pacer::closed_loop(u64::MAX, Some(200));
         let result = run_connection(0, &workload, &progress, routing, pacer, 1);
         let stats = result.stats;

@@ -22,6 +22,7 @@ mod workload;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -149,6 +150,10 @@ fn main() -> anyhow::Result<()> {
     if args.rate.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
         bail!("--rate must be a positive number of requests per second");
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
     let cluster = match args.spawn {
         Some(topology) => Some(spawn_cluster(&args, topology)?),
         None => None,
@@ -187,7 +192,7 @@ fn main() -> anyhow::Result<()> {
         let pacers = split_requests(args.keys, args.connections)
             .map(|n| Pacer::closed_loop(u64::MAX, Some(n)))
             .collect();
-        let preload = run_phase(&workload, &routing, pacers, args.seed, "preload")?;
+        let preload = run_phase(&workload, &routing, pacers, args.seed, "preload", &stop)?;
         eprintln!(
             "preloaded {} keys in {:.1} s, {} errors",
             preload.stats.completed(),
@@ -217,7 +222,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let cpu_before = cpu_snapshot(cluster.as_ref());
     let wall = std::time::Instant::now();
-    let run = run_phase(&workload, &routing, pacers, args.seed, "run")?;
+    let run = run_phase(&workload, &routing, pacers, args.seed, "run", &stop)?;
     let cpu = cpu_percent(&cpu_before, &cpu_snapshot(cluster.as_ref()), wall.elapsed());
     let mut config = config_json(&args, &addr, &routing);
     config["cpu_percent_of_one_core"] = json!({
@@ -291,8 +296,9 @@ fn run_phase(
     pacers: Vec<Pacer>,
     seed: u64,
     label: &str,
+    stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<PhaseResult> {
-    let progress = Progress::new();
+    let progress = Progress::new(stop.clone());
     let done = AtomicBool::new(false);
     let results = std::thread::scope(|scope| {
         let progress = &progress;

@@ -6,6 +6,7 @@
 //! `base_port + 500 + 10 * i`, the scheme of `tessera cluster`.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,6 +85,14 @@ pub fn spawn(
         }
         if let Some(config) = node_config {
             command.arg("--config").arg(config);
+        }
+        // SAFETY: prctl is async-signal-safe and touches only the child. A node gets SIGTERM
+        // if the generator dies without running `Drop` (e.g. SIGKILL), so none is left behind.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
         }
         let child = command.spawn().with_context(|| {
             format!(
