@@ -38,6 +38,9 @@ pub struct DecodeLimits {
     pub stores_max: usize,
     /// Longest free text (error messages, addresses), in bytes.
     pub text_bytes_max: usize,
+    /// Largest term a Raft message may carry. Real terms never come near it; it keeps a node
+    /// that adopts a peer's term able to campaign (term + 1) without overflowing.
+    pub term_max: u64,
 }
 
 impl DecodeLimits {
@@ -77,6 +80,7 @@ impl Default for DecodeLimits {
             regions_max: 100_000,
             stores_max: 1024,
             text_bytes_max: 4096,
+            term_max: u64::MAX / 2,
         }
     }
 }

@@ -5,8 +5,8 @@
 //! with the configured [`DecodeLimits`] and then checks what the verifier cannot know:
 //!
 //! 1. the header: cluster id and both node ids are not 0;
-//! 2. each message: its Region id is not 0, and its `from`/`to` are the batch's nodes (a peer
-//!    cannot speak for a third node);
+//! 2. each message: its Region id is not 0, its `from`/`to` are the batch's nodes (a peer
+//!    cannot speak for a third node), and its term is at most `term_max`;
 //! 3. each body: the union is set and known; entries have a known kind, consecutive indexes
 //!    starting right after `prev_log_index`, non-decreasing terms no older than
 //!    `prev_log_term` and no newer than the message's term;
@@ -325,6 +325,10 @@ fn decode_message(
         ));
     }
     let term = Term(message.term());
+    if term.get() > limits.term_max {
+        let reason = format!("{term} is above term_max {}", limits.term_max);
+        return Err(TransportError::invalid(FRAME, "term", reason));
+    }
     let body = decode_body(message, term, limits)?;
     Ok((
         RegionId(message.region_id()),

@@ -303,6 +303,17 @@ fn bad_configurations_in_snapshots_are_refused() {
 }
 
 #[test]
+fn a_term_above_term_max_is_refused_so_adopting_it_cannot_overflow() {
+    let mut huge = message(MessageBody::TimeoutNow);
+    huge.term = Term(u64::MAX);
+    assert_invalid(decode_one(header(), 1, huge), "term");
+    let mut largest = message(MessageBody::TimeoutNow);
+    largest.term = Term(DecodeLimits::default().term_max);
+    let payload = encode_raft_batch(&header(), &[(RegionId(1), largest)]);
+    assert!(decode_raft_batch(&payload, &DecodeLimits::default()).is_ok());
+}
+
+#[test]
 fn limits_on_lists_are_enforced() {
     let entries = (1..=10).map(|i| entry(1, i)).collect();
     let payload = encode_raft_batch(&header(), &[(RegionId(1), message(append(0, 0, entries)))]);
