@@ -428,7 +428,7 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// True when the core at `addr` answers `status` and knows a leader for each of its Regions.
+/// True when the core at `addr` answers `status` and leads each of its Regions (one node).
 fn core_has_leaders(addr: &str) -> bool {
     let options = ClientOptions {
         request_timeout: Duration::from_millis(500),
@@ -439,7 +439,10 @@ fn core_has_leaders(addr: &str) -> bool {
         return false;
     };
     match client.status(Some(addr)) {
-        Ok(status) => status.regions.iter().all(|r| r.leader.is_some()),
+        Ok(status) => status
+            .regions
+            .iter()
+            .all(|r| r.leader == Some(status.node_id)),
         Err(_) => false,
     }
 }
