@@ -211,6 +211,7 @@ impl Node {
     /// Starts the process without waiting for it to serve.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "node already running");
+        self.wait_ports_free();
         let log = self
             .dir
             .path()
@@ -237,6 +238,20 @@ impl Node {
     pub fn start(&mut self) {
         self.spawn();
         self.wait_ready();
+    }
+
+    /// Waits until every port of the node can be bound. A listener of a process that just
+    /// exited can outlive it briefly (io_uring tears down its ring, and the accept pending on
+    /// the listener, asynchronously), so a restart right after an exit would find it in use.
+    pub fn wait_ports_free(&self) {
+        let ports = self.spec.ports;
+        let cores = self.spec.cores as u16;
+        wait_for("the node's ports to be free", STOP_TIMEOUT, || {
+            (ports.client..ports.client + cores)
+                .chain(ports.peer..ports.peer + cores)
+                .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+                .then_some(())
+        });
     }
 
     /// Waits until every core serves its Regions as leader.
