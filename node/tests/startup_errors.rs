@@ -1,0 +1,144 @@
+//! `tessera serve` refuses to start, with a clear message and a non-zero exit, when it cannot
+//! or must not serve: a port in use, an unusable data directory, a data directory written by
+//! another node or core count, a directory another process holds, a bad config file. A
+//! refused start must also leave the data directory usable by the right node.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{serve_expecting_exit, Node};
+use tessera_transport::client::Mode;
+
+/// A refused start must exit well within this.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `serve` with `args`, expects a non-zero exit, and returns the `error:` message.
+fn refused(args: &[String]) -> String {
+    let (status, stderr) = serve_expecting_exit(args, EXIT_TIMEOUT);
+    assert!(
+        !status.success(),
+        "tessera {args:?} exited 0; stderr:\n{stderr}"
+    );
+    // The message runs from its `error:` line to the end (a TOML error spans several lines).
+    let at = stderr
+        .find("error:")
+        .unwrap_or_else(|| panic!("no `error:` line for {args:?}; stderr:\n{stderr}"));
+    let message = stderr[at..].to_string();
+    let first_line = message.lines().next().unwrap_or_default();
+    if let Some(os) = first_line.find("(os error") {
+        let os_error = &first_line[os..first_line[os..]
+            .find(')')
+            .map_or(first_line.len(), |e| os + e + 1)];
+        assert_eq!(
+            first_line.matches(os_error).count(),
+            1,
+            "the cause is printed twice: {first_line}"
+        );
+    }
+    eprintln!("{message}");
+    message
+}
+
+fn assert_mentions(message: &str, words: &[&str]) {
+    for word in words {
+        assert!(
+            message.to_lowercase().contains(&word.to_lowercase()),
+            "{message:?} does not mention {word:?}"
+        );
+    }
+}
+
+#[test]
+fn a_port_in_use_is_refused_naming_the_port() {
+    let node = Node::new();
+    let ports = node.spec.ports;
+    // Core 1's client port, then core 0's peer port: every listener is checked.
+    for port in [ports.client + 1, ports.peer] {
+        let holder = TcpListener::bind(("127.0.0.1", port)).expect("bind the port first");
+        let message = refused(&node.serve_args());
+        assert_mentions(&message, &[&port.to_string(), "in use"]);
+        drop(holder);
+        node.wait_ports_free();
+    }
+    // Once the ports are free, the same data directory serves.
+    let mut node = node;
+    node.start();
+    node.stop_cleanly();
+}
+
+#[test]
+fn an_unusable_data_dir_is_refused_naming_the_path() {
+    let node = Node::new();
+    let file = node.dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let mut args = node.serve_args();
+    let data_dir = file.join("data");
+    let at = args.iter().position(|a| a == "--data-dir").unwrap() + 1;
+    args[at] = data_dir.display().to_string();
+    let message = refused(&args);
+    assert_mentions(
+        &message,
+        &[&data_dir.display().to_string(), "not a directory"],
+    );
+}
+
+#[test]
+fn a_data_dir_of_another_node_or_core_count_is_refused() {
+    let mut node = Node::started();
+    node.client()
+        .put(b"kept", b"value", Mode::Strong)
+        .expect("write");
+    node.stop_cleanly();
+
+    node.spec.node_id = 2;
+    let message = refused(&node.serve_args());
+    assert_mentions(&message, &["node 1", "node 2", "data directory"]);
+
+    node.spec.node_id = 1;
+    node.spec.cores = 1;
+    let message = refused(&node.serve_args());
+    assert_mentions(&message, &["2 cores", "--cores 2"]);
+    node.spec.cores = 3;
+    refused(&node.serve_args());
+
+    // The refused starts changed nothing: the right node still finds its data.
+    node.spec.cores = common::CORES;
+    node.start();
+    let found = node.client().get(b"kept", Mode::Strong).unwrap();
+    assert_eq!(found.map(|v| v.value), Some(b"value".to_vec()));
+    node.stop_cleanly();
+}
+
+#[test]
+fn a_data_dir_in_use_by_a_running_node_is_refused() {
+    let node = Node::started();
+    let mut second = Node::new();
+    second.spec.data_dir = node.spec.data_dir.clone();
+    let message = refused(&second.serve_args());
+    assert_mentions(&message, &["in use", "LOCK"]);
+    // The first node was not disturbed.
+    node.client().put(b"still", b"here", Mode::Strong).unwrap();
+}
+
+#[test]
+fn a_bad_config_file_is_refused_naming_the_file_and_key() {
+    let node = Node::new().with_config("snapshot_interval_entriez = 5\n");
+    let message = refused(&node.serve_args());
+    let config = node.spec.config.clone().unwrap();
+    assert_mentions(
+        &message,
+        &[&config.display().to_string(), "snapshot_interval_entriez"],
+    );
+
+    let node = Node::new().with_config("node_id = 0\n");
+    let mut args = node.serve_args();
+    let at = args.iter().position(|a| a == "--node-id").unwrap();
+    args.drain(at..at + 2); // the file's node_id applies
+    assert_mentions(&refused(&args), &["node_id"]);
+
+    let mut node = Node::new();
+    node.spec.config = Some(node.dir.path().join("missing.toml"));
+    assert_mentions(&refused(&node.serve_args()), &["missing.toml"]);
+}
