@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};
