@@ -60,6 +60,12 @@ id_newtype!(
     "i"
 );
 
+impl Term {
+    /// The highest term a member accepts from a peer. Far beyond any real election count, it
+    /// leaves room to campaign (`term + 1`) after adopting it; a message above it is dropped.
+    pub const MAX_ACCEPTED: Term = Term(u64::MAX / 2);
+}
+
 impl LogIndex {
     /// The index after this one.
     pub const fn next(self) -> LogIndex {

@@ -143,3 +143,27 @@ fn a_lost_snapshot_is_sent_again() {
     }
     assert!(resent, "a lost snapshot must be sent again");
 }
+
+/// Found by the node's bad-input test: a vote request of term u64::MAX made a node adopt the
+/// term, and its next campaign overflowed `term + 1`. Such a message is now dropped.
+#[test]
+fn a_message_with_an_absurd_term_is_dropped_and_the_node_can_still_campaign() {
+    let mut node = follower_at_term(2, 9, 12);
+    node.step(Message {
+        from: NodeId(3),
+        to: NodeId(2),
+        term: Term(u64::MAX),
+        body: MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: LogIndex(u64::MAX),
+            last_log_term: Term(u64::MAX),
+            transfer: true,
+        },
+    });
+    assert_eq!(node.term(), Term(9), "the absurd term must not be adopted");
+    for _ in 0..100 {
+        node.tick();
+    }
+    assert_ne!(node.role(), Role::Follower, "the node still campaigns");
+    assert!(node.term() < Term(u64::MAX / 2));
+}

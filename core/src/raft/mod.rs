@@ -256,6 +256,11 @@ impl<S: Storage> RaftCore<S> {
             tracing::debug!(?message, "dropping misaddressed message");
             return;
         }
+        if message.term > Term::MAX_ACCEPTED {
+            // Adopting such a term would overflow `term + 1` at the next campaign.
+            tracing::warn!(from = ?message.from, term = ?message.term, "dropping a message with an absurd term");
+            return;
+        }
         if !self.step_term(&message) {
             return;
         }
