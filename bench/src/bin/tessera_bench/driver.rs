@@ -469,7 +469,9 @@ impl Driver<'_> {
             Err(ClientError::VersionMismatch { current_version }) => {
                 // The CAS was served; another connection won the race.
                 self.cas_versions.insert(pending.key_index, current_version);
-                self.stats.cas_mismatches += 1;
+                if pending.intended_ns >= self.workload.measure_from_ns {
+                    self.stats.cas_mismatches += 1;
+                }
                 self.complete(&pending, now);
             }
             Err(ClientError::NotLeader { leader, .. }) => {
