@@ -80,7 +80,7 @@ impl Default for DecodeLimits {
             regions_max: 100_000,
             stores_max: 1024,
             text_bytes_max: 4096,
-            term_max: u64::MAX / 2,
+            term_max: tessera_core::Term::MAX_ACCEPTED.get(),
         }
     }
 }
