@@ -1,1 +1,2 @@
 //! Placeholder; see DESIGN.md.
+pub mod linearizability;
