@@ -251,7 +251,7 @@ impl Drop for RunningWriter {
 
 /// The node to kill: a Region's leader on even rounds, any node on odd ones.
 fn choose_victim(cluster: &Cluster, round: usize, rng: &mut TestRng) -> usize {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         let leaders = cluster.wait_agreed_leaders();
         let leaders: Vec<usize> = leaders.into_values().collect();
         leaders[rng.range(0, leaders.len() as u64) as usize]
