@@ -53,6 +53,7 @@
 //! times, e.g.:
 //!
 //! ```text
+//! NOT linearizable (1 keys, 5 operations, 6 states explored)
 //! key "x": no linearization of these 3 of its 5 operations, whichever of its other writes took effect (minimal)
 //!     op  client  invoked_ms  completed_ms  command        outcome
 //!     #0  c1           0.000         0.010  put "x" = "a"  ok v1

@@ -304,3 +304,44 @@ fn many_keys_and_hundreds_of_operations_check() {
     assert_eq!(report.verdict, Verdict::Linearizable, "{report}");
     assert_eq!(report.keys_checked, 40);
 }
+
+/// Found by `a_read_of_a_never_written_value_is_rejected`: shrinking by plain removal left
+/// out the delete between a put and a CAS that saw the key absent, and reported that pair
+/// (a failure of the sub-history only) instead of the corrupted read.
+#[test]
+fn shrinking_blames_the_corrupted_read_not_a_write_it_left_out() {
+    let step = |kind, before_ns| Plan {
+        key: 2,
+        kind,
+        value: 0,
+        expect_current: false,
+        fate: 0,
+        before_ns,
+        after_ns: 0,
+        skip: 0,
+    };
+    let plans = [
+        step(0, 0),
+        step(0, 0),
+        step(1, 20),
+        step(0, 0),
+        step(3, 0),
+        step(3, 0),
+        step(0, 3),
+        step(2, 0),
+        step(3, 0),
+    ];
+    let history = execute(&plans);
+    assert_eq!(
+        check(&history, &CheckConfig::default()).verdict,
+        Verdict::Linearizable
+    );
+    let found = Some((b"never written".to_vec(), 1_000_000));
+    let mutated = with_outcome(&history, 6, Outcome::Read { found });
+    let report = check(&mutated, &CheckConfig::default());
+    let Verdict::Violation(violation) = &report.verdict else {
+        panic!("expected a violation: {report}");
+    };
+    let blamed: Vec<usize> = violation.operations.iter().map(|op| op.id.0).collect();
+    assert_eq!(blamed, vec![6], "{report}");
+}
