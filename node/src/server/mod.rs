@@ -83,11 +83,10 @@ pub fn run(
             shutdown.clone(),
             started_tx.clone(),
         );
-        let placement = if cores <= available_cpus() {
-            Placement::Fixed(core)
-        } else {
-            Placement::Unbound
-        };
+        // Unpinned for now: several nodes on one machine (a local cluster, the tests) would
+        // otherwise all pin their core 0 to CPU 0. Pinning per node is future work.
+        let _ = available_cpus();
+        let placement = Placement::Unbound;
         let handle = std::thread::Builder::new()
             .name(format!("tessera-core-{core}"))
             .spawn(move || {
