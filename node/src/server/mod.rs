@@ -85,7 +85,6 @@ pub fn run(
         );
         // Unpinned for now: several nodes on one machine (a local cluster, the tests) would
         // otherwise all pin their core 0 to CPU 0. Pinning per node is future work.
-        let _ = available_cpus();
         let placement = Placement::Unbound;
         let handle = std::thread::Builder::new()
             .name(format!("tessera-core-{core}"))
@@ -148,10 +147,6 @@ impl Drop for StopOnExit {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
-}
-
-fn available_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn check_memlock(io_memory_bytes: usize, cores: usize) -> Result<(), ServerError> {
