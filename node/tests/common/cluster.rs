@@ -99,8 +99,9 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "node {} did not serve within {CLUSTER_TIMEOUT:?}",
-                i + 1
+                "node {} did not serve within {CLUSTER_TIMEOUT:?}; its threads:\n{}",
+                i + 1,
+                threads_report(self.nodes[i].pid())
             );
             std::thread::sleep(POLL_INTERVAL);
         }
@@ -245,4 +246,36 @@ pub fn snapshot_indexes(data_dir: &Path) -> BTreeMap<u64, u64> {
         }
     }
     newest
+}
+
+/// Each thread of process `pid`: name, state and the kernel function it waits in, so a node
+/// that hangs shows where.
+pub fn threads_report(pid: i32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("process {pid} has no /proc entry");
+    };
+    let mut lines = Vec::new();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let read = |name: &str| {
+            std::fs::read_to_string(path.join(name))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let state = read("status")
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or_default()
+            .to_string();
+        lines.push(format!(
+            "  {} {:?} {state} wchan={} {}",
+            task.file_name().to_string_lossy(),
+            read("comm"),
+            read("wchan"),
+            read("syscall")
+        ));
+    }
+    lines.sort();
+    lines.join("\n")
 }
