@@ -222,11 +222,13 @@ async fn start_core(
         .map_err(|e| format!("client port: {e} (is another node running?)"))?;
     let peer_listener = bind(config.peer_addr(core))
         .map_err(|e| format!("peer port: {e} (is another node running?)"))?;
-    let transport = Rc::new(TransportConfig::new(
+    let mut transport = TransportConfig::new(
         ClusterId(meta.cluster_id),
         NodeId(config.node_id),
         CoreId(core as u32),
-    ));
+    );
+    transport.members = Some(meta.stores.iter().map(|s| NodeId(s.node_id)).collect());
+    let transport = Rc::new(transport);
     let (inbox, events) = self::core::inbox();
     let links = cross_core::connect(ends, inbox.clone()).await;
     spawn_listeners(

@@ -128,6 +128,14 @@ pub async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .ok_or(TransportError::TruncatedFrame { buffered_bytes: 0 })?;
     let hello = decode_first_hello(&frame, config)?;
     hello.check_addressed_to(config.cluster_id, config.node_id, config.core)?;
+    if let Some(members) = &config.members {
+        if hello.role == HelloRole::Peer && !members.contains(&hello.node_id) {
+            return Err(TransportError::WrongPeer {
+                expected: format!("a member of the cluster (nodes {members:?})"),
+                got: format!("{}", hello.node_id),
+            });
+        }
+    }
     let answer = encode_hello(&own_hello(config, NodeId(0), CoreId(0)));
     let peer = reader.peer().to_owned();
     write_frame(reader.stream_mut(), FrameType::Hello, &answer, &peer).await?;

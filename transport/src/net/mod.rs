@@ -44,6 +44,10 @@ pub struct TransportConfig {
     pub read_buffer_bytes: usize,
     /// Most inbound peer connections served at once by one listener.
     pub inbound_connections_max: usize,
+    /// The nodes allowed to connect as peers; `None` accepts any node of the cluster. A node
+    /// sets it to the cluster's stores, so that a process that knows the cluster id but is not
+    /// a member is refused at the Hello and cannot disturb elections.
+    pub members: Option<Vec<NodeId>>,
 }
 
 impl TransportConfig {
@@ -61,6 +65,7 @@ impl TransportConfig {
             reconnect_backoff_max: Duration::from_secs(2),
             read_buffer_bytes: 64 << 10,
             inbound_connections_max: 256,
+            members: None,
         }
     }
 }
