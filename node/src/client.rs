@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tessera_core::{NodeId, RegionId};
 use tessera_transport::client::{
     ClientError as WireError, ClientOp, ClientReply, ClientRequest, KeyValue, Mode, NodeStatus,
-    RegionDescriptor, RegionEpoch, StoreDescriptor, VersionedValue,
+    PdStatus, RegionDescriptor, RegionEpoch, StoreDescriptor, VersionedValue,
 };
 use tessera_transport::{
     decode_client_response, encode_client_request, encode_frame, DecodeLimits, FrameDecoder,
@@ -303,6 +303,71 @@ impl Client {
             Ok(ClientReply::Status(status)) => Ok(status),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The placement driver's metadata, from whichever store hosts it.
+    ///
+    /// # Errors
+    /// When no store answers as the driver.
+    pub fn pd_status(&mut self) -> Result<PdStatus, ClientError> {
+        match self.call_pd(RegionId(0), RegionEpoch::default(), ClientOp::PdStatus)? {
+            ClientReply::Pd(status) => Ok(status),
+            other => Err(unexpected(Ok(other))),
+        }
+    }
+
+    /// Splits the Region holding `key` at `key` (the operator's `tessera split`): asks the
+    /// placement driver for the new Region's id, then the Region's leader to split. Returns
+    /// the two Regions.
+    ///
+    /// # Errors
+    /// When the driver or the leader refuses (e.g. `key` is the Region's start already).
+    pub fn split(&mut self, key: &[u8]) -> Result<Vec<RegionDescriptor>, ClientError> {
+        let region = self.region_for(key)?.clone();
+        let new_region_id =
+            match self.call_pd(region.region_id, region.epoch, ClientOp::AskSplit)? {
+                ClientReply::SplitIds { new_region_id } => new_region_id,
+                other => return Err(unexpected(Ok(other))),
+            };
+        let op = ClientOp::Split {
+            key: key.to_vec(),
+            new_region_id,
+        };
+        let result = self.execute(key, Mode::Strong, op)?;
+        self.refresh_routing()?;
+        match result {
+            Ok(ClientReply::Regions { regions, .. }) => Ok(regions),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends a placement-driver request to each store's first core until one serves it.
+    fn call_pd(
+        &mut self,
+        region: RegionId,
+        epoch: RegionEpoch,
+        op: ClientOp,
+    ) -> Result<ClientReply, ClientError> {
+        let mut addrs: Vec<String> = self.seeds.iter().map(|a| a.to_string()).collect();
+        let mut stores: Vec<&StoreDescriptor> = self.stores.values().collect();
+        stores.sort_by_key(|s| s.node_id);
+        addrs.extend(
+            stores
+                .iter()
+                .filter_map(|s| s.client_addrs.first().cloned()),
+        );
+        let mut last = String::from("no store known");
+        for addr in addrs {
+            match self.call(&addr, region, epoch, Mode::Raw, op.clone()) {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(error)) => last = error.to_string(),
+                Err(error) => last = error.to_string(),
+            }
+        }
+        Err(ClientError::Connection {
+            addr: "the placement driver".into(),
+            reason: last,
+        })
     }
 
     fn region_for(&self, key: &[u8]) -> Result<&RegionDescriptor, ClientError> {

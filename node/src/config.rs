@@ -59,6 +59,14 @@ pub struct NodeConfig {
     /// `"ID=HOST:CLIENT_PORT:PEER_PORT"` per node. Every node must run with the same `cores`.
     /// Empty: a single-node cluster.
     pub initial_cluster: Vec<String>,
+    /// How often a store reports its Regions (sizes, leaders, epochs) to the placement
+    /// driver.
+    pub pd_heartbeat_interval_ms: u64,
+    /// How often a store looks for Regions it leads that have grown past `split_size_bytes`.
+    pub split_check_interval_ms: u64,
+    /// A Region whose keys and values exceed this many bytes is split in two by its leader;
+    /// 0 disables automatic splits (`tessera split` still works).
+    pub split_size_bytes: u64,
 }
 
 /// One member of `initial_cluster`.
@@ -125,6 +133,9 @@ impl Default for NodeConfig {
             initial_split_keys: vec!["m".to_string()],
             replicas: 1,
             join: String::new(),
+            pd_heartbeat_interval_ms: 30_000,
+            split_check_interval_ms: 10_000,
+            split_size_bytes: 96 << 20,
             initial_cluster: Vec::new(),
         }
     }
@@ -251,6 +262,11 @@ impl NodeConfig {
         }
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
             return invalid("election_timeout_ticks must exceed heartbeat_interval_ticks".into());
+        }
+        if self.pd_heartbeat_interval_ms == 0 || self.split_check_interval_ms == 0 {
+            return invalid(
+                "pd_heartbeat_interval_ms and split_check_interval_ms must be at least 1".into(),
+            );
         }
         if self.replicas == 0 {
             return invalid("replicas must be at least 1".into());

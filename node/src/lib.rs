@@ -1,12 +1,12 @@
-//! `tessera-node`: the Tessera storage node.
-//!
-//! Work in progress: the Region layer and the key-value state machine exist; the per-core
-//! Store, the executors, the client service and the placement driver come next.
+//! `tessera-node`: the Tessera storage node: the per-core Store (Regions, Raft, the
+//! key-value state machine), the executors and client service (`server`), the placement
+//! driver's metadata (`placement`), configuration, and the Rust client.
 
 pub mod client;
 pub mod config;
 pub mod kv;
 pub mod meta;
+pub mod placement;
 pub mod region;
 pub mod request;
 pub mod server;

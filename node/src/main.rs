@@ -1,6 +1,7 @@
 //! `tessera`: run a node (`serve`) or talk to one (put, get, delete, cas, cas-delete, scan,
-//! scan-prefix, regions, status).
+//! scan-prefix, regions, status, split, pd status).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -11,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tessera_node::client::{CasOutcome, Client, ClientOptions};
 use tessera_node::config::NodeConfig;
-use tessera_transport::client::{KeyValue, Mode};
+use tessera_transport::client::{KeyValue, Mode, PdStatus};
 
 #[derive(Parser)]
 #[command(
@@ -90,6 +91,27 @@ enum Command {
         common: ClientArgs,
     },
     /// Show each core's Regions with their Raft state.
+    Status {
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Split the Region holding KEY at KEY (KEY becomes the new Region's first key).
+    Split {
+        key: String,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Ask the placement driver.
+    Pd {
+        #[command(subcommand)]
+        command: PdCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PdCommand {
+    /// The placement driver's metadata: stores (with heartbeat ages), Regions (with sizes,
+    /// leaders and epochs), the next Region id.
     Status {
         #[command(flatten)]
         common: ClientArgs,
@@ -342,7 +364,11 @@ fn common(command: &Command) -> &ClientArgs {
         | Command::Scan { common, .. }
         | Command::ScanPrefix { common, .. }
         | Command::Regions { common }
-        | Command::Status { common } => common,
+        | Command::Status { common }
+        | Command::Split { common, .. }
+        | Command::Pd {
+            command: PdCommand::Status { common },
+        } => common,
         Command::Serve(_) | Command::Cluster(_) => unreachable!("not a client command"),
     }
 }
@@ -409,8 +435,18 @@ fn client_command(command: Command) -> anyhow::Result<()> {
         Command::ScanPrefix { prefix, limit, .. } => {
             print_items(json, &client.scan_prefix(prefix.as_bytes(), *limit, mode)?);
         }
-        Command::Regions { .. } => print_regions(json, &client),
+        Command::Regions { .. } => print_regions(json, &mut client),
         Command::Status { .. } => print_status(json, &mut client)?,
+        Command::Split { key, .. } => {
+            let regions = client.split(key.as_bytes())?;
+            let ids: Vec<u64> = regions.iter().map(|r| r.region_id.get()).collect();
+            print(
+                json,
+                json!({"ok": true, "regions": ids}),
+                format!("OK: split into regions {ids:?}"),
+            );
+        }
+        Command::Pd { .. } => print_pd_status(json, &client.pd_status()?),
         Command::Serve(_) | Command::Cluster(_) => unreachable!(),
     }
     Ok(())
@@ -470,19 +506,99 @@ fn print_items(json: bool, items: &[KeyValue]) {
     println!("({} keys)", items.len());
 }
 
-fn print_regions(json: bool, client: &Client) {
-    let (regions, stores) = client.routing();
-    let show = |k: &[u8], open: &str| {
-        if k.is_empty() {
-            open.to_string()
-        } else {
-            format!("{:?}", String::from_utf8_lossy(k))
+/// Keys and bytes per Region, from the leader's replica when it answers (else any replica).
+fn region_sizes(client: &mut Client) -> HashMap<u64, (u64, u64)> {
+    let addrs: Vec<String> = client
+        .routing()
+        .1
+        .iter()
+        .flat_map(|s| s.client_addrs.clone())
+        .collect();
+    let mut sizes = HashMap::new();
+    for addr in &addrs {
+        let Ok(status) = client.status(Some(addr)) else {
+            continue;
+        };
+        for r in status.regions {
+            let from_leader = r.leader == Some(status.node_id);
+            if from_leader || !sizes.contains_key(&r.region_id.get()) {
+                sizes.insert(r.region_id.get(), (r.keys, r.approximate_bytes));
+            }
         }
-    };
+    }
+    sizes
+}
+
+fn show_key(k: &[u8], open: &str) -> String {
+    if k.is_empty() {
+        open.to_string()
+    } else {
+        format!("{:?}", String::from_utf8_lossy(k))
+    }
+}
+
+fn print_pd_status(json: bool, status: &PdStatus) {
+    if json {
+        let stores: Vec<_> = status.stores.iter().map(|s| json!({"node": s.store.node_id.get(), "client_addrs": s.store.client_addrs, "heartbeat_age_ms": s.heartbeat_age_ms, "heartbeats": s.heartbeats})).collect();
+        let regions: Vec<_> = status.regions.iter().map(|r| json!({"id": r.region.region_id.get(), "start": String::from_utf8_lossy(&r.region.start_key), "end": String::from_utf8_lossy(&r.region.end_key), "version": r.region.epoch.version, "conf_version": r.region.epoch.conf_version, "peers": r.region.peers.iter().map(|p| p.get()).collect::<Vec<_>>(), "leader": r.region.leader.map(|l| l.get()), "keys": r.keys, "bytes": r.approximate_bytes})).collect();
+        println!(
+            "{}",
+            json!({"cluster_id": status.cluster_id.get(), "next_region_id": status.next_region_id, "stores": stores, "regions": regions})
+        );
+        return;
+    }
+    println!(
+        "cluster {}  next region id {}",
+        status.cluster_id.get(),
+        status.next_region_id
+    );
+    println!("STORE  ADDRESS               HEARTBEATS  LAST");
+    for s in &status.stores {
+        let age = s
+            .heartbeat_age_ms
+            .map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+        let addr = s.store.client_addrs.first().cloned().unwrap_or_default();
+        println!(
+            "{:<6} {:<21} {:<11} {age}",
+            s.store.node_id.get(),
+            addr,
+            s.heartbeats
+        );
+    }
+    println!("REGION  RANGE                 EPOCH  PEERS      LEADER  KEYS      BYTES");
+    for r in &status.regions {
+        let d = &r.region;
+        let range = format!(
+            "[{}, {})",
+            show_key(&d.start_key, "\"\""),
+            show_key(&d.end_key, "+inf")
+        );
+        let peers: Vec<String> = d.peers.iter().map(|p| p.get().to_string()).collect();
+        let leader = d.leader.map_or("?".to_string(), |l| l.get().to_string());
+        println!(
+            "{:<7} {:<21} {}/{}    {:<10} {:<7} {:<9} {}",
+            d.region_id.get(),
+            range,
+            d.epoch.version,
+            d.epoch.conf_version,
+            peers.join(","),
+            leader,
+            r.keys,
+            r.approximate_bytes
+        );
+    }
+}
+
+fn print_regions(json: bool, client: &mut Client) {
+    let sizes = region_sizes(client);
+    let (regions, stores) = client.routing();
     if json {
         let list: Vec<_> = regions
             .iter()
-            .map(|r| json!({"id": r.region_id.get(), "start": String::from_utf8_lossy(&r.start_key), "end": String::from_utf8_lossy(&r.end_key), "version": r.epoch.version, "conf_version": r.epoch.conf_version, "peers": r.peers.iter().map(|p| p.get()).collect::<Vec<_>>(), "leader": r.leader.map(|l| l.get())}))
+            .map(|r| {
+                let (keys, bytes) = sizes.get(&r.region_id.get()).copied().unwrap_or_default();
+                json!({"id": r.region_id.get(), "start": String::from_utf8_lossy(&r.start_key), "end": String::from_utf8_lossy(&r.end_key), "version": r.epoch.version, "conf_version": r.epoch.conf_version, "peers": r.peers.iter().map(|p| p.get()).collect::<Vec<_>>(), "leader": r.leader.map(|l| l.get()), "keys": keys, "bytes": bytes})
+            })
             .collect();
         let stores: Vec<_> = stores
             .iter()
@@ -491,23 +607,26 @@ fn print_regions(json: bool, client: &Client) {
         println!("{}", json!({"regions": list, "stores": stores}));
         return;
     }
-    println!("REGION  RANGE                 EPOCH  PEERS      LEADER");
+    println!("REGION  RANGE                 EPOCH  PEERS      LEADER  KEYS      BYTES");
     for r in regions {
         let range = format!(
             "[{}, {})",
-            show(&r.start_key, "\"\""),
-            show(&r.end_key, "+inf")
+            show_key(&r.start_key, "\"\""),
+            show_key(&r.end_key, "+inf")
         );
         let peers: Vec<String> = r.peers.iter().map(|p| p.get().to_string()).collect();
         let leader = r.leader.map_or("?".to_string(), |l| l.get().to_string());
+        let (keys, bytes) = sizes.get(&r.region_id.get()).copied().unwrap_or_default();
         println!(
-            "{:<7} {:<21} {}/{}    {:<10} {}",
+            "{:<7} {:<21} {}/{}    {:<10} {:<7} {:<9} {}",
             r.region_id.get(),
             range,
             r.epoch.version,
             r.epoch.conf_version,
             peers.join(","),
-            leader
+            leader,
+            keys,
+            bytes
         );
     }
 }

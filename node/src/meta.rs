@@ -51,7 +51,13 @@ pub struct DataMeta {
     pub node_id: u64,
     pub cores: usize,
     pub stores: Vec<StoreMeta>,
+    /// The first Region layout (later splits are recorded in each Region's snapshots, not
+    /// here; see `server::bootstrap::recover_store`).
     pub regions: Vec<RegionMeta>,
+    /// The node that hosts the placement driver; 0 (files written before it existed): the
+    /// store with the lowest id.
+    #[serde(default)]
+    pub pd_node: u64,
 }
 
 /// Why the data directory cannot be used.
@@ -125,6 +131,25 @@ impl RegionMeta {
 }
 
 impl DataMeta {
+    /// The node hosting the placement driver.
+    pub fn pd_node(&self) -> u64 {
+        if self.pd_node != 0 {
+            return self.pd_node;
+        }
+        self.stores
+            .iter()
+            .map(|s| s.node_id)
+            .min()
+            .unwrap_or(self.node_id)
+    }
+
+    /// The placement driver's client address (core 0 of its node), if the node is known.
+    pub fn pd_addr(&self) -> Option<String> {
+        let pd = self.pd_node();
+        let store = self.stores.iter().find(|s| s.node_id == pd)?;
+        Some(format!("{}:{}", store.host, store.client_port))
+    }
+
     /// The Regions, validated.
     ///
     /// # Errors
@@ -246,6 +271,7 @@ mod tests {
             cores: 2,
             stores: vec![],
             regions: vec![RegionMeta::from_region(&region)],
+            pd_node: 0,
         };
         meta.store(dir.path()).unwrap();
         let loaded = DataMeta::load(dir.path()).unwrap().unwrap();

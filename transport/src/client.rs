@@ -87,6 +87,22 @@ pub enum ClientOp {
     Join {
         store: StoreDescriptor,
     },
+    /// A store's heartbeat to the placement driver: its replicas as it sees them.
+    StoreHeartbeat {
+        node_id: NodeId,
+        regions: Vec<RegionReport>,
+    },
+    /// Asks the placement driver for the id of the new Region when the request's Region
+    /// splits.
+    AskSplit,
+    /// Splits the request's Region at `key` (empty: the middle of its data); the upper half
+    /// becomes `new_region_id`. Served by the Region's leader.
+    Split {
+        key: Vec<u8>,
+        new_region_id: RegionId,
+    },
+    /// The placement driver's metadata.
+    PdStatus,
 }
 
 impl ClientOp {
@@ -94,7 +110,11 @@ impl ClientOp {
     pub fn targets_region(&self) -> bool {
         !matches!(
             self,
-            ClientOp::Regions | ClientOp::Status | ClientOp::Join { .. }
+            ClientOp::Regions
+                | ClientOp::Status
+                | ClientOp::Join { .. }
+                | ClientOp::StoreHeartbeat { .. }
+                | ClientOp::PdStatus
         )
     }
 
@@ -111,6 +131,10 @@ impl ClientOp {
             ClientOp::Regions => "Regions",
             ClientOp::Status => "Status",
             ClientOp::Join { .. } => "Join",
+            ClientOp::StoreHeartbeat { .. } => "StoreHeartbeat",
+            ClientOp::AskSplit => "AskSplit",
+            ClientOp::Split { .. } => "Split",
+            ClientOp::PdStatus => "PdStatus",
         }
     }
 }
@@ -146,6 +170,42 @@ pub enum ClientReply {
         regions: Vec<RegionDescriptor>,
         stores: Vec<StoreDescriptor>,
     },
+    /// The placement driver recorded a heartbeat.
+    Ack,
+    /// The placement driver's answer to `AskSplit`.
+    SplitIds { new_region_id: RegionId },
+    /// The placement driver's metadata.
+    Pd(PdStatus),
+}
+
+/// One Region as a store reports it to the placement driver, and as the driver records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionReport {
+    pub region: RegionDescriptor,
+    /// Bytes of keys and values in the Region's state machine.
+    pub approximate_bytes: u64,
+    pub keys: u64,
+}
+
+/// One store as the placement driver records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreReport {
+    pub store: StoreDescriptor,
+    /// Milliseconds since its last heartbeat; `None` when none arrived since the driver
+    /// started.
+    pub heartbeat_age_ms: Option<u64>,
+    /// Heartbeats received since the driver started.
+    pub heartbeats: u64,
+}
+
+/// The placement driver's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PdStatus {
+    pub cluster_id: ClusterId,
+    /// The next Region id the driver may hand out.
+    pub next_region_id: u64,
+    pub stores: Vec<StoreReport>,
+    pub regions: Vec<RegionReport>,
 }
 
 /// A value and its version.
@@ -206,6 +266,11 @@ pub struct RegionStatus {
     pub term: Term,
     pub commit_index: LogIndex,
     pub applied_index: LogIndex,
+    /// The replica's view of its Region (range, epoch, peers, leader).
+    pub region: Option<RegionDescriptor>,
+    /// Bytes of keys and values in the Region's state machine.
+    pub approximate_bytes: u64,
+    pub keys: u64,
 }
 
 /// A typed refusal. Each carries what the client needs to retry correctly.

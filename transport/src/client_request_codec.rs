@@ -56,8 +56,10 @@ fn op_size_bytes(op: &ClientOp) -> usize {
         }
         ClientOp::Scan { start, end, .. } => start.len() + end.len(),
         ClientOp::ScanPrefix { prefix, .. } => prefix.len(),
-        ClientOp::Regions | ClientOp::Status => 0,
+        ClientOp::Regions | ClientOp::Status | ClientOp::AskSplit | ClientOp::PdStatus => 0,
         ClientOp::Join { store } => 64 * (store.client_addrs.len() + store.peer_addrs.len()),
+        ClientOp::StoreHeartbeat { regions, .. } => 128 * regions.len(),
+        ClientOp::Split { key, .. } => key.len(),
     }
 }
 
@@ -119,6 +121,45 @@ fn encode_op(
             let table = fb::Join::create(fbb, &fb::JoinArgs { store });
             (fb::Op::Join, table.as_union_value())
         }
+        _ => encode_placement_op(fbb, op),
+    }
+}
+
+/// The operations addressed to the placement driver, and `Split`.
+fn encode_placement_op(
+    fbb: &mut FlatBufferBuilder<'_>,
+    op: &ClientOp,
+) -> (fb::Op, WIPOffset<UnionWIPOffset>) {
+    match op {
+        ClientOp::StoreHeartbeat { node_id, regions } => {
+            let regions = Some(crate::client_response_codec::encode_reports(fbb, regions));
+            let args = fb::StoreHeartbeatArgs {
+                node_id: node_id.get(),
+                regions,
+            };
+            let table = fb::StoreHeartbeat::create(fbb, &args);
+            (fb::Op::StoreHeartbeat, table.as_union_value())
+        }
+        ClientOp::AskSplit => {
+            let table = fb::AskSplit::create(fbb, &fb::AskSplitArgs {});
+            (fb::Op::AskSplit, table.as_union_value())
+        }
+        ClientOp::Split { key, new_region_id } => {
+            let key = Some(fbb.create_vector(key));
+            let args = fb::SplitArgs {
+                key,
+                new_region_id: new_region_id.get(),
+            };
+            (
+                fb::Op::Split,
+                fb::Split::create(fbb, &args).as_union_value(),
+            )
+        }
+        ClientOp::PdStatus => {
+            let table = fb::PdStatus::create(fbb, &fb::PdStatusArgs {});
+            (fb::Op::PdStatus, table.as_union_value())
+        }
+        other => unreachable!("encode_placement_op called with {}", other.name()),
     }
 }
 
@@ -280,6 +321,38 @@ fn decode_op(
             ClientOp::Join {
                 store: crate::client_response_codec::decode_store(store, limits)?,
             }
+        }
+        fb::Op::StoreHeartbeat => {
+            let heartbeat = present(root.op_as_store_heartbeat())?;
+            ClientOp::StoreHeartbeat {
+                node_id: crate::verify::node_id(FRAME, "heartbeat.node_id", heartbeat.node_id())?,
+                regions: crate::client_response_codec::decode_reports(
+                    heartbeat.regions().unwrap_or_default(),
+                    limits,
+                )?,
+            }
+        }
+        fb::Op::AskSplit => {
+            present(root.op_as_ask_split())?;
+            ClientOp::AskSplit
+        }
+        fb::Op::Split => {
+            let split = present(root.op_as_split())?;
+            if split.new_region_id() == 0 {
+                return Err(TransportError::invalid(
+                    FRAME,
+                    "split.new_region_id",
+                    "region id 0 is reserved",
+                ));
+            }
+            ClientOp::Split {
+                key: key(split.key())?,
+                new_region_id: RegionId(split.new_region_id()),
+            }
+        }
+        fb::Op::PdStatus => {
+            present(root.op_as_pd_status())?;
+            ClientOp::PdStatus
         }
         fb::Op::NONE => return Err(TransportError::invalid(FRAME, "op", "missing")),
         other => {

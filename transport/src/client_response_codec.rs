@@ -10,8 +10,8 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, UnionWIPOffset, Vector, WI
 use tessera_core::{LogIndex, NodeId, RegionId, Term};
 
 use crate::client::{
-    ClientError, ClientReply, ClientResponse, KeyValue, NodeStatus, RegionDescriptor, RegionEpoch,
-    RegionStatus, StoreDescriptor, VersionedValue,
+    ClientError, ClientReply, ClientResponse, KeyValue, NodeStatus, PdStatus, RegionDescriptor,
+    RegionEpoch, RegionReport, RegionStatus, StoreDescriptor, StoreReport, VersionedValue,
 };
 use crate::client_request_codec::CLIENT_IDENTIFIER;
 use crate::generated::client as fb;
@@ -100,7 +100,106 @@ fn encode_reply(fbb: &mut FlatBufferBuilder<'_>, reply: &ClientReply) -> (fb::Ou
             let table = fb::JoinResult::create(fbb, &args);
             (fb::Outcome::JoinResult, table.as_union_value())
         }
+        ClientReply::Ack => {
+            let table = fb::Ack::create(fbb, &fb::AckArgs {});
+            (fb::Outcome::Ack, table.as_union_value())
+        }
+        ClientReply::SplitIds { new_region_id } => {
+            let args = fb::SplitIdsArgs {
+                new_region_id: new_region_id.get(),
+            };
+            let table = fb::SplitIds::create(fbb, &args);
+            (fb::Outcome::SplitIds, table.as_union_value())
+        }
+        ClientReply::Pd(status) => (fb::Outcome::PdStatusResult, encode_pd_status(fbb, status)),
     }
+}
+
+fn encode_pd_status(fbb: &mut FlatBufferBuilder<'_>, status: &PdStatus) -> Union {
+    let offsets: Vec<_> = status
+        .stores
+        .iter()
+        .map(|report| {
+            let store = Some(encode_store(fbb, &report.store));
+            let args = fb::StoreReportArgs {
+                store,
+                heartbeat_age_ms: report.heartbeat_age_ms.unwrap_or(u64::MAX),
+                heartbeats: report.heartbeats,
+            };
+            fb::StoreReport::create(fbb, &args)
+        })
+        .collect();
+    let stores = Some(fbb.create_vector(&offsets));
+    let regions = Some(encode_reports(fbb, &status.regions));
+    let args = fb::PdStatusResultArgs {
+        cluster_id: status.cluster_id.get(),
+        next_region_id: status.next_region_id,
+        stores,
+        regions,
+    };
+    fb::PdStatusResult::create(fbb, &args).as_union_value()
+}
+
+/// Encodes Region reports (shared with the request codec's `StoreHeartbeat`).
+pub(crate) fn encode_reports<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    reports: &[RegionReport],
+) -> WIPOffset<Vector<'a, ForwardsUOffset<fb::RegionReport<'a>>>> {
+    let offsets: Vec<_> = reports
+        .iter()
+        .map(|report| {
+            let region = Some(encode_region(fbb, &report.region));
+            let args = fb::RegionReportArgs {
+                region,
+                approximate_bytes: report.approximate_bytes,
+                keys: report.keys,
+            };
+            fb::RegionReport::create(fbb, &args)
+        })
+        .collect();
+    fbb.create_vector(&offsets)
+}
+
+/// Decodes Region reports (shared with the request codec's `StoreHeartbeat`).
+pub(crate) fn decode_reports(
+    list: Vector<'_, ForwardsUOffset<fb::RegionReport<'_>>>,
+    limits: &DecodeLimits,
+) -> Result<Vec<RegionReport>, TransportError> {
+    TransportError::check_count(FRAME, "reports", list.len(), limits.regions_max)?;
+    list.iter()
+        .map(|report| {
+            Ok(RegionReport {
+                region: decode_region(present(report.region())?, limits)?,
+                approximate_bytes: report.approximate_bytes(),
+                keys: report.keys(),
+            })
+        })
+        .collect()
+}
+
+fn decode_pd_status(
+    status: fb::PdStatusResult<'_>,
+    limits: &DecodeLimits,
+) -> Result<PdStatus, TransportError> {
+    let list = status.stores().unwrap_or_default();
+    TransportError::check_count(FRAME, "pd.stores", list.len(), limits.stores_max)?;
+    let stores = list
+        .iter()
+        .map(|report| {
+            Ok(StoreReport {
+                store: decode_store(present(report.store())?, limits)?,
+                heartbeat_age_ms: (report.heartbeat_age_ms() != u64::MAX)
+                    .then_some(report.heartbeat_age_ms()),
+                heartbeats: report.heartbeats(),
+            })
+        })
+        .collect::<Result<Vec<_>, TransportError>>()?;
+    Ok(PdStatus {
+        cluster_id: ClusterId(status.cluster_id()),
+        next_region_id: status.next_region_id(),
+        stores,
+        regions: decode_reports(status.regions().unwrap_or_default(), limits)?,
+    })
 }
 
 fn encode_key_value<'a>(
@@ -123,24 +222,29 @@ fn encode_regions<'a>(
 ) -> WIPOffset<Vector<'a, ForwardsUOffset<fb::RegionDescriptor<'a>>>> {
     let offsets: Vec<_> = regions
         .iter()
-        .map(|region| {
-            let start_key = Some(fbb.create_vector(&region.start_key));
-            let end_key = Some(fbb.create_vector(&region.end_key));
-            let peers: Vec<u64> = region.peers.iter().map(|id| id.get()).collect();
-            let peers = Some(fbb.create_vector(&peers));
-            let epoch = fb::RegionEpoch::new(region.epoch.version, region.epoch.conf_version);
-            let args = fb::RegionDescriptorArgs {
-                region_id: region.region_id.get(),
-                start_key,
-                end_key,
-                epoch: Some(&epoch),
-                peers,
-                leader: region.leader.map_or(0, NodeId::get),
-            };
-            fb::RegionDescriptor::create(fbb, &args)
-        })
+        .map(|region| encode_region(fbb, region))
         .collect();
     fbb.create_vector(&offsets)
+}
+
+fn encode_region<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    region: &RegionDescriptor,
+) -> WIPOffset<fb::RegionDescriptor<'a>> {
+    let start_key = Some(fbb.create_vector(&region.start_key));
+    let end_key = Some(fbb.create_vector(&region.end_key));
+    let peers: Vec<u64> = region.peers.iter().map(|id| id.get()).collect();
+    let peers = Some(fbb.create_vector(&peers));
+    let epoch = fb::RegionEpoch::new(region.epoch.version, region.epoch.conf_version);
+    let args = fb::RegionDescriptorArgs {
+        region_id: region.region_id.get(),
+        start_key,
+        end_key,
+        epoch: Some(&epoch),
+        peers,
+        leader: region.leader.map_or(0, NodeId::get),
+    };
+    fb::RegionDescriptor::create(fbb, &args)
 }
 
 /// Encodes one store descriptor (shared with the request codec's `Join`).
@@ -168,6 +272,7 @@ fn encode_status(fbb: &mut FlatBufferBuilder<'_>, status: &NodeStatus) -> Union 
         .regions
         .iter()
         .map(|region| {
+            let descriptor = region.region.as_ref().map(|r| encode_region(fbb, r));
             let args = fb::RegionStatusArgs {
                 region_id: region.region_id.get(),
                 core: region.core.get(),
@@ -175,6 +280,9 @@ fn encode_status(fbb: &mut FlatBufferBuilder<'_>, status: &NodeStatus) -> Union 
                 term: region.term.get(),
                 commit_index: region.commit_index.get(),
                 applied_index: region.applied_index.get(),
+                region: descriptor,
+                approximate_bytes: region.approximate_bytes,
+                keys: region.keys,
             };
             fb::RegionStatus::create(fbb, &args)
         })
@@ -286,7 +394,10 @@ pub fn decode_client_response(
         | fb::Outcome::ScanResult
         | fb::Outcome::RegionsResult
         | fb::Outcome::StatusResult
-        | fb::Outcome::JoinResult => Ok(decode_reply(&root, limits)?),
+        | fb::Outcome::JoinResult
+        | fb::Outcome::Ack
+        | fb::Outcome::SplitIds
+        | fb::Outcome::PdStatusResult => Ok(decode_reply(&root, limits)?),
         _ => Err(decode_error(&root, limits)?),
     };
     Ok(ClientResponse {
@@ -343,6 +454,17 @@ fn decode_reply(
                 stores: decode_stores(result.stores().unwrap_or_default(), limits)?,
             }
         }
+        fb::Outcome::Ack => {
+            present(root.outcome_as_ack())?;
+            ClientReply::Ack
+        }
+        fb::Outcome::SplitIds => ClientReply::SplitIds {
+            new_region_id: nonzero_region(present(root.outcome_as_split_ids())?.new_region_id())?,
+        },
+        fb::Outcome::PdStatusResult => ClientReply::Pd(decode_pd_status(
+            present(root.outcome_as_pd_status_result())?,
+            limits,
+        )?),
         _ => ClientReply::Status(decode_status(
             present(root.outcome_as_status_result())?,
             limits,
@@ -469,6 +591,12 @@ fn decode_status(
                 term: Term(region.term()),
                 commit_index: LogIndex(region.commit_index()),
                 applied_index: LogIndex(region.applied_index()),
+                region: region
+                    .region()
+                    .map(|r| decode_region(r, limits))
+                    .transpose()?,
+                approximate_bytes: region.approximate_bytes(),
+                keys: region.keys(),
             })
         })
         .collect::<Result<Vec<_>, TransportError>>()?;

@@ -70,7 +70,8 @@ mod verify;
 
 pub use client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, KeyValue, Mode, NodeStatus,
-    RegionDescriptor, RegionEpoch, RegionStatus, StoreDescriptor, VersionedValue,
+    PdStatus, RegionDescriptor, RegionEpoch, RegionReport, RegionStatus, StoreDescriptor,
+    StoreReport, VersionedValue,
 };
 pub use client_request_codec::{decode_client_request, encode_client_request};
 pub use client_response_codec::{decode_client_response, encode_client_response};

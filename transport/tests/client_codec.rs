@@ -7,8 +7,8 @@ use tessera_transport::generated::client as fb;
 use tessera_transport::{
     decode_client_request, decode_client_response, encode_client_request, encode_client_response,
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, ClusterId, CoreId,
-    DecodeLimits, KeyValue, Mode, NodeStatus, RegionDescriptor, RegionEpoch, RegionStatus,
-    StoreDescriptor, TransportError, VersionedValue,
+    DecodeLimits, KeyValue, Mode, NodeStatus, PdStatus, RegionDescriptor, RegionEpoch,
+    RegionReport, RegionStatus, StoreDescriptor, StoreReport, TransportError, VersionedValue,
 };
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -47,7 +47,51 @@ fn op() -> impl Strategy<Value = ClientOp> {
         Just(ClientOp::Regions),
         Just(ClientOp::Status),
         store().prop_map(|store| ClientOp::Join { store }),
+        ((1..=u64::MAX), prop::collection::vec(report(), 0..4)).prop_map(|(node, regions)| {
+            ClientOp::StoreHeartbeat {
+                node_id: NodeId(node),
+                regions,
+            }
+        }),
+        Just(ClientOp::AskSplit),
+        (bytes(16), 1..=u64::MAX).prop_map(|(key, id)| ClientOp::Split {
+            key,
+            new_region_id: RegionId(id)
+        }),
+        Just(ClientOp::PdStatus),
     ]
+}
+
+fn report() -> impl Strategy<Value = RegionReport> {
+    (region(), any::<u64>(), any::<u64>()).prop_map(|(region, approximate_bytes, keys)| {
+        RegionReport {
+            region,
+            approximate_bytes,
+            keys,
+        }
+    })
+}
+
+fn pd_status() -> impl Strategy<Value = PdStatus> {
+    let store_report = (store(), prop::option::of(0..u64::MAX), any::<u64>()).prop_map(
+        |(store, heartbeat_age_ms, heartbeats)| StoreReport {
+            store,
+            heartbeat_age_ms,
+            heartbeats,
+        },
+    );
+    (
+        any::<u64>(),
+        any::<u64>(),
+        prop::collection::vec(store_report, 0..3),
+        prop::collection::vec(report(), 0..4),
+    )
+        .prop_map(|(cluster, next_region_id, stores, regions)| PdStatus {
+            cluster_id: ClusterId(cluster),
+            next_region_id,
+            stores,
+            regions,
+        })
 }
 
 fn request() -> impl Strategy<Value = ClientRequest> {
@@ -115,16 +159,22 @@ fn status() -> impl Strategy<Value = NodeStatus> {
         1..=u64::MAX,
         any::<u32>(),
         optional_node(),
-        any::<[u64; 3]>(),
+        any::<[u64; 5]>(),
+        prop::option::of(region()),
     )
-        .prop_map(|(id, core, leader, [term, commit, applied])| RegionStatus {
-            region_id: RegionId(id),
-            core: CoreId(core),
-            leader,
-            term: Term(term),
-            commit_index: LogIndex(commit),
-            applied_index: LogIndex(applied),
-        });
+        .prop_map(
+            |(id, core, leader, [term, commit, applied, bytes, keys], region)| RegionStatus {
+                region_id: RegionId(id),
+                core: CoreId(core),
+                leader,
+                term: Term(term),
+                commit_index: LogIndex(commit),
+                applied_index: LogIndex(applied),
+                region,
+                approximate_bytes: bytes,
+                keys,
+            },
+        );
     let regions = prop::collection::vec(region_status, 0..4);
     (1..=u64::MAX, any::<u64>(), any::<u32>(), regions).prop_map(
         |(node, cluster, cores, regions)| NodeStatus {
@@ -167,6 +217,11 @@ fn reply() -> impl Strategy<Value = ClientReply> {
                 regions,
                 stores,
             }),
+        Just(ClientReply::Ack),
+        (1..=u64::MAX).prop_map(|id| ClientReply::SplitIds {
+            new_region_id: RegionId(id)
+        }),
+        pd_status().prop_map(ClientReply::Pd),
     ]
 }
 

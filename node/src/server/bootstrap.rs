@@ -168,6 +168,8 @@ fn create_meta(config: &NodeConfig) -> Result<DataMeta, BootstrapError> {
         cores,
         stores,
         regions: regions.iter().map(RegionMeta::from_region).collect(),
+        // A single node hosts its own driver; a static cluster's is its lowest id.
+        pd_node: 0,
     };
     meta.store(dir)?;
     tracing::info!(

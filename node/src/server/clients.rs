@@ -210,7 +210,17 @@ pub fn to_kv_request(request: &ClientRequest) -> Result<KvRequest, ClientError> 
             key: key.clone(),
             expected_version: *expected_version,
         },
-        ClientOp::Regions | ClientOp::Status | ClientOp::Join { .. } => {
+        ClientOp::Split { .. } => {
+            return Err(ClientError::InvalidRequest {
+                message: "splits are not supported yet".into(),
+            })
+        }
+        ClientOp::Regions
+        | ClientOp::Status
+        | ClientOp::Join { .. }
+        | ClientOp::StoreHeartbeat { .. }
+        | ClientOp::AskSplit
+        | ClientOp::PdStatus => {
             return Err(ClientError::InvalidRequest {
                 message: "not a key-value operation".into(),
             })

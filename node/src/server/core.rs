@@ -33,6 +33,7 @@ use crate::store::{Persisted, Store, StoreReady, Token};
 
 use super::clients::{encode_response, to_kv_request, to_wire_epoch, to_wire_result, ReplyTo};
 use super::cross_core::{CrossCore, Links};
+use super::pd_host::{PdAnswer, PdHost};
 use super::snapshot_files;
 
 /// Events waiting for the core loop, at most this many (then senders back off).
@@ -47,6 +48,11 @@ pub enum Event {
         request: ClientRequest,
     },
     CrossCore(CrossCore),
+    /// A write of the placement driver's metadata finished (core 0 of the driver's node).
+    PdWritten {
+        version: u64,
+        outcome: Result<(), String>,
+    },
 }
 
 /// Who waits for an answer: a connection on this core, or another core that forwarded the
@@ -87,6 +93,9 @@ pub struct CoreLoop {
     links: Links,
     /// Snapshot files written since the last WAL batch: their compaction marks go in the next.
     compactions: Vec<(RegionId, LogIndex, Term)>,
+    /// The placement driver, on core 0 of the node that hosts it.
+    pd: Option<PdHost<Origin>>,
+    inbox: Inbox,
 }
 
 /// Why a core stopped.
@@ -113,6 +122,8 @@ pub struct CoreParts {
     pub transport: Rc<TransportConfig>,
     pub shutdown: Arc<AtomicBool>,
     pub links: Links,
+    pub pd: Option<PdHost<Origin>>,
+    pub inbox: Inbox,
 }
 
 impl CoreLoop {
@@ -132,6 +143,8 @@ impl CoreLoop {
             forwarded: HashMap::new(),
             links: parts.links,
             compactions: Vec::new(),
+            pd: parts.pd,
+            inbox: parts.inbox,
         }
     }
 
@@ -141,6 +154,7 @@ impl CoreLoop {
     /// `CoreError` when the WAL or a snapshot cannot be written.
     pub async fn run(mut self, events: LocalReceiver<Event>) -> Result<Wal, CoreError> {
         self.store.campaign_all();
+        self.persist_pd();
         self.run_rounds().await?;
         while let Some(event) = events.recv().await {
             self.on_event(event);
@@ -178,7 +192,60 @@ impl CoreLoop {
                     reply_to.send_frame(frame);
                 }
             }
+            Event::PdWritten { version, outcome } => {
+                let released = match self.pd.as_mut() {
+                    Some(pd) => pd.on_written(version, outcome),
+                    None => Vec::new(),
+                };
+                for (origin, result) in released {
+                    self.reply(origin, result);
+                }
+                self.persist_pd();
+            }
         }
+    }
+
+    /// A request for the placement driver: served here if this core hosts it.
+    fn on_pd(&mut self, origin: Origin, request: ClientRequest) {
+        let Some(pd) = self.pd.as_mut() else {
+            let error = if self.core != 0 && super::pd_host::hosts_pd(&self.meta) {
+                ClientError::WrongCore { core: CoreId(0) }
+            } else {
+                super::pd_host::not_here(&self.meta)
+            };
+            return self.reply(origin, Err(error));
+        };
+        match pd.on_request(request.region_id, &request.op) {
+            Some(PdAnswer::Now(result)) => self.reply(origin, result),
+            Some(PdAnswer::WhenDurable(result)) => pd.wait(origin, result),
+            None => unreachable!("on_pd is called for driver requests only"),
+        }
+        self.persist_pd();
+    }
+
+    /// Starts writing the driver's metadata if it changed and no write is in flight. The
+    /// write runs on glommio's blocking pool so the core keeps serving.
+    fn persist_pd(&mut self) {
+        let Some((version, dir, bytes)) = self.pd.as_mut().and_then(PdHost::next_write) else {
+            return;
+        };
+        let inbox = self.inbox.clone();
+        glommio::spawn_local(async move {
+            let outcome = glommio::executor()
+                .spawn_blocking(move || {
+                    crate::meta::write_durably(&dir, super::pd_host::PD_FILE, &bytes)
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+            if inbox
+                .send(Event::PdWritten { version, outcome })
+                .await
+                .is_err()
+            {
+                tracing::debug!("core stopped before the driver's metadata write finished");
+            }
+        })
+        .detach();
     }
 
     fn on_client(&mut self, origin: Origin, request: ClientRequest) {
@@ -186,6 +253,9 @@ impl CoreLoop {
             ClientOp::Regions => return self.reply(origin, Ok(self.routing_table())),
             ClientOp::Status => return self.reply(origin, Ok(ClientReply::Status(self.status()))),
             ClientOp::Join { store } => return self.on_join(origin, store),
+            ClientOp::StoreHeartbeat { .. } | ClientOp::AskSplit | ClientOp::PdStatus => {
+                return self.on_pd(origin, request)
+            }
             _ => {}
         }
         let owner = owning_core(request.region_id, self.cores);
@@ -445,6 +515,9 @@ impl CoreLoop {
                     term: s.term,
                     commit_index: s.committed,
                     applied_index: s.applied,
+                    region: Some(describe(&s.region, s.leader)),
+                    approximate_bytes: s.approximate_bytes as u64,
+                    keys: s.keys as u64,
                 })
                 .collect(),
         }

@@ -14,7 +14,9 @@ pub mod bootstrap;
 pub mod clients;
 pub mod core;
 pub mod cross_core;
+pub mod heartbeat;
 pub mod pd;
+pub mod pd_host;
 pub mod snapshot_files;
 
 use std::rc::Rc;
@@ -125,8 +127,12 @@ pub fn run(
             Err(_) => break,
         }
     }
+    let mut heartbeat = None;
     if first_error.is_none() {
         on_ready(&meta);
+        heartbeat = meta.pd_addr().map(|pd_addr| {
+            heartbeat::spawn(heartbeat_config(&config, &meta, pd_addr), shutdown.clone())
+        });
     }
     for (core, handle) in handles.into_iter().enumerate() {
         let outcome = handle
@@ -137,7 +143,27 @@ pub fn run(
             shutdown.store(true, Ordering::Relaxed);
         }
     }
+    if let Some(heartbeat) = heartbeat {
+        let _ = heartbeat.join();
+    }
     first_error.map_or(Ok(()), Err)
+}
+
+fn heartbeat_config(
+    config: &NodeConfig,
+    meta: &DataMeta,
+    pd_addr: String,
+) -> heartbeat::HeartbeatConfig {
+    heartbeat::HeartbeatConfig {
+        node: NodeId(config.node_id),
+        own_addrs: (0..meta.cores)
+            .map(|c| config.client_addr(c).to_string())
+            .collect(),
+        pd_addr,
+        heartbeat_interval: Duration::from_millis(config.pd_heartbeat_interval_ms),
+        split_check_interval: Duration::from_millis(config.split_check_interval_ms),
+        split_size_bytes: config.split_size_bytes,
+    }
 }
 
 /// Sets the shutdown flag when dropped, also while unwinding from a panic.
@@ -231,13 +257,18 @@ async fn start_core(
     let transport = Rc::new(transport);
     let (inbox, events) = self::core::inbox();
     let links = cross_core::connect(ends, inbox.clone()).await;
+    let pd = if core == 0 && pd_host::hosts_pd(&meta) {
+        Some(pd_host::PdHost::open(&config.data_dir, &meta)?)
+    } else {
+        None
+    };
     spawn_listeners(
         inbox.clone(),
         transport.clone(),
         client_listener,
         peer_listener,
     );
-    spawn_ticker(inbox, config.tick(), shutdown.clone());
+    spawn_ticker(inbox.clone(), config.tick(), shutdown.clone());
     let meta = Rc::new(meta);
     Ok((
         CoreLoop::new(self::core::CoreParts {
@@ -249,6 +280,8 @@ async fn start_core(
             transport,
             shutdown,
             links,
+            pd,
+            inbox,
         }),
         events,
     ))

@@ -235,6 +235,7 @@ fn answer_join(
         cores: config.core_count(),
         stores: stores.clone(),
         regions: regions.iter().map(RegionMeta::from_region).collect(),
+        pd_node: config.node_id,
     };
     meta.store(&config.data_dir).map_err(|e| e.to_string())?;
     tracing::info!(
@@ -325,12 +326,18 @@ fn save_joined(
             })
         })
         .collect();
+    // The placement driver is the store whose first client address we joined through.
+    let pd_node = stores
+        .iter()
+        .find(|s| format!("{}:{}", s.host, s.client_port) == config.join)
+        .map_or(0, |s| s.node_id);
     let meta = DataMeta {
         cluster_id: cluster_id.0,
         node_id: config.node_id,
         cores: config.core_count(),
         stores,
         regions,
+        pd_node,
     };
     meta.regions(&config.data_dir).map_err(|e| e.to_string())?;
     meta.store(&config.data_dir).map_err(|e| e.to_string())?;

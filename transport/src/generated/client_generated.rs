@@ -98,10 +98,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Mode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 10;
+pub const ENUM_MAX_OP: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 11] = [
+pub const ENUM_VALUES_OP: [Op; 15] = [
   Op::NONE,
   Op::Put,
   Op::Get,
@@ -113,6 +113,10 @@ pub const ENUM_VALUES_OP: [Op; 11] = [
   Op::Regions,
   Op::Status,
   Op::Join,
+  Op::StoreHeartbeat,
+  Op::AskSplit,
+  Op::Split,
+  Op::PdStatus,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -131,9 +135,13 @@ impl Op {
   pub const Regions: Self = Self(8);
   pub const Status: Self = Self(9);
   pub const Join: Self = Self(10);
+  pub const StoreHeartbeat: Self = Self(11);
+  pub const AskSplit: Self = Self(12);
+  pub const Split: Self = Self(13);
+  pub const PdStatus: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 10;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -146,6 +154,10 @@ impl Op {
     Self::Regions,
     Self::Status,
     Self::Join,
+    Self::StoreHeartbeat,
+    Self::AskSplit,
+    Self::Split,
+    Self::PdStatus,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -161,6 +173,10 @@ impl Op {
       Self::Regions => Some("Regions"),
       Self::Status => Some("Status"),
       Self::Join => Some("Join"),
+      Self::StoreHeartbeat => Some("StoreHeartbeat"),
+      Self::AskSplit => Some("AskSplit"),
+      Self::Split => Some("Split"),
+      Self::PdStatus => Some("PdStatus"),
       _ => None,
     }
   }
@@ -220,10 +236,10 @@ pub struct OpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OUTCOME: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTCOME: u8 = 15;
+pub const ENUM_MAX_OUTCOME: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTCOME: [Outcome; 16] = [
+pub const ENUM_VALUES_OUTCOME: [Outcome; 19] = [
   Outcome::NONE,
   Outcome::Written,
   Outcome::Value,
@@ -240,6 +256,9 @@ pub const ENUM_VALUES_OUTCOME: [Outcome; 16] = [
   Outcome::InvalidRequest,
   Outcome::Internal,
   Outcome::JoinResult,
+  Outcome::Ack,
+  Outcome::SplitIds,
+  Outcome::PdStatusResult,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -263,9 +282,12 @@ impl Outcome {
   pub const InvalidRequest: Self = Self(13);
   pub const Internal: Self = Self(14);
   pub const JoinResult: Self = Self(15);
+  pub const Ack: Self = Self(16);
+  pub const SplitIds: Self = Self(17);
+  pub const PdStatusResult: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Written,
@@ -283,6 +305,9 @@ impl Outcome {
     Self::InvalidRequest,
     Self::Internal,
     Self::JoinResult,
+    Self::Ack,
+    Self::SplitIds,
+    Self::PdStatusResult,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -303,6 +328,9 @@ impl Outcome {
       Self::InvalidRequest => Some("InvalidRequest"),
       Self::Internal => Some("Internal"),
       Self::JoinResult => Some("JoinResult"),
+      Self::Ack => Some("Ack"),
+      Self::SplitIds => Some("SplitIds"),
+      Self::PdStatusResult => Some("PdStatusResult"),
       _ => None,
     }
   }
@@ -1535,6 +1563,393 @@ impl ::core::fmt::Debug for Join<'_> {
       ds.finish()
   }
 }
+pub enum StoreHeartbeatOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A store's heartbeat to the placement driver: its replicas as it sees them.
+pub struct StoreHeartbeat<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StoreHeartbeat<'a> {
+  type Inner = StoreHeartbeat<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StoreHeartbeat<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_REGIONS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StoreHeartbeat { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StoreHeartbeatArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StoreHeartbeat<'bldr>> {
+    let mut builder = StoreHeartbeatBuilder::new(_fbb);
+    builder.add_node_id(args.node_id);
+    if let Some(x) = args.regions { builder.add_regions(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StoreHeartbeat::VT_NODE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn regions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionReport<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionReport>>>>(StoreHeartbeat::VT_REGIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StoreHeartbeat<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionReport>>>>("regions", Self::VT_REGIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StoreHeartbeatArgs<'a> {
+    pub node_id: u64,
+    pub regions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionReport<'a>>>>>,
+}
+impl<'a> Default for StoreHeartbeatArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StoreHeartbeatArgs {
+      node_id: 0,
+      regions: None,
+    }
+  }
+}
+
+pub struct StoreHeartbeatBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StoreHeartbeatBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: u64) {
+    self.fbb_.push_slot::<u64>(StoreHeartbeat::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn add_regions(&mut self, regions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RegionReport<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StoreHeartbeat::VT_REGIONS, regions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StoreHeartbeatBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StoreHeartbeatBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StoreHeartbeat<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StoreHeartbeat<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StoreHeartbeat");
+      ds.field("node_id", &self.node_id());
+      ds.field("regions", &self.regions());
+      ds.finish()
+  }
+}
+pub enum AskSplitOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks the placement driver for the id of the new Region when the request's Region splits.
+pub struct AskSplit<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AskSplit<'a> {
+  type Inner = AskSplit<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AskSplit<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AskSplit { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args AskSplitArgs
+  ) -> ::flatbuffers::WIPOffset<AskSplit<'bldr>> {
+    let mut builder = AskSplitBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for AskSplit<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AskSplitArgs {
+}
+impl<'a> Default for AskSplitArgs {
+  #[inline]
+  fn default() -> Self {
+    AskSplitArgs {
+    }
+  }
+}
+
+pub struct AskSplitBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AskSplitBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AskSplitBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AskSplitBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AskSplit<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AskSplit<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AskSplit");
+      ds.finish()
+  }
+}
+pub enum SplitOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Splits the request's Region (at its leader) at `key`, or at the middle of its data when
+/// `key` is empty; the upper half becomes Region `new_region_id`.
+pub struct Split<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Split<'a> {
+  type Inner = Split<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Split<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEW_REGION_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Split { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SplitArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Split<'bldr>> {
+    let mut builder = SplitBuilder::new(_fbb);
+    builder.add_new_region_id(args.new_region_id);
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Split::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn new_region_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Split::VT_NEW_REGION_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Split<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, false)?
+     .visit_field::<u64>("new_region_id", Self::VT_NEW_REGION_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SplitArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub new_region_id: u64,
+}
+impl<'a> Default for SplitArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SplitArgs {
+      key: None,
+      new_region_id: 0,
+    }
+  }
+}
+
+pub struct SplitBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SplitBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Split::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_new_region_id(&mut self, new_region_id: u64) {
+    self.fbb_.push_slot::<u64>(Split::VT_NEW_REGION_ID, new_region_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SplitBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SplitBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Split<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Split<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Split");
+      ds.field("key", &self.key());
+      ds.field("new_region_id", &self.new_region_id());
+      ds.finish()
+  }
+}
+pub enum PdStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The placement driver's metadata.
+pub struct PdStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PdStatus<'a> {
+  type Inner = PdStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PdStatus<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PdStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args PdStatusArgs
+  ) -> ::flatbuffers::WIPOffset<PdStatus<'bldr>> {
+    let mut builder = PdStatusBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for PdStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PdStatusArgs {
+}
+impl<'a> Default for PdStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    PdStatusArgs {
+    }
+  }
+}
+
+pub struct PdStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PdStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PdStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PdStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PdStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PdStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PdStatus");
+      ds.finish()
+  }
+}
 pub enum ClientRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1780,6 +2195,66 @@ impl<'a> ClientRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_store_heartbeat(&self) -> Option<StoreHeartbeat<'a>> {
+    if self.op_type() == Op::StoreHeartbeat {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { StoreHeartbeat::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_ask_split(&self) -> Option<AskSplit<'a>> {
+    if self.op_type() == Op::AskSplit {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AskSplit::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_split(&self) -> Option<Split<'a>> {
+    if self.op_type() == Op::Split {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Split::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_pd_status(&self) -> Option<PdStatus<'a>> {
+    if self.op_type() == Op::PdStatus {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PdStatus::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientRequest<'_> {
@@ -1805,6 +2280,10 @@ impl ::flatbuffers::Verifiable for ClientRequest<'_> {
           Op::Regions => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Regions>>("Op::Regions", pos),
           Op::Status => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Status>>("Op::Status", pos),
           Op::Join => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Join>>("Op::Join", pos),
+          Op::StoreHeartbeat => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StoreHeartbeat>>("Op::StoreHeartbeat", pos),
+          Op::AskSplit => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AskSplit>>("Op::AskSplit", pos),
+          Op::Split => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Split>>("Op::Split", pos),
+          Op::PdStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PdStatus>>("Op::PdStatus", pos),
           _ => Ok(()),
         }
      })?
@@ -1959,6 +2438,34 @@ impl ::core::fmt::Debug for ClientRequest<'_> {
         },
         Op::Join => {
           if let Some(x) = self.op_as_join() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::StoreHeartbeat => {
+          if let Some(x) = self.op_as_store_heartbeat() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::AskSplit => {
+          if let Some(x) = self.op_as_ask_split() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::Split => {
+          if let Some(x) = self.op_as_split() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::PdStatus => {
+          if let Some(x) = self.op_as_pd_status() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -2457,6 +2964,9 @@ impl<'a> RegionStatus<'a> {
   pub const VT_TERM: ::flatbuffers::VOffsetT = 10;
   pub const VT_COMMIT_INDEX: ::flatbuffers::VOffsetT = 12;
   pub const VT_APPLIED_INDEX: ::flatbuffers::VOffsetT = 14;
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 16;
+  pub const VT_APPROXIMATE_BYTES: ::flatbuffers::VOffsetT = 18;
+  pub const VT_KEYS: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2465,14 +2975,17 @@ impl<'a> RegionStatus<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args RegionStatusArgs
+    args: &'args RegionStatusArgs<'args>
   ) -> ::flatbuffers::WIPOffset<RegionStatus<'bldr>> {
     let mut builder = RegionStatusBuilder::new(_fbb);
+    builder.add_keys(args.keys);
+    builder.add_approximate_bytes(args.approximate_bytes);
     builder.add_applied_index(args.applied_index);
     builder.add_commit_index(args.commit_index);
     builder.add_term(args.term);
     builder.add_leader(args.leader);
     builder.add_region_id(args.region_id);
+    if let Some(x) = args.region { builder.add_region(x); }
     builder.add_core(args.core);
     builder.finish()
   }
@@ -2520,6 +3033,29 @@ impl<'a> RegionStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(RegionStatus::VT_APPLIED_INDEX, Some(0)).unwrap()}
   }
+  /// The replica's view of its Region (range, epoch, peers, leader).
+  #[inline]
+  pub fn region(&self) -> Option<RegionDescriptor<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<RegionDescriptor>>(RegionStatus::VT_REGION, None)}
+  }
+  /// Bytes of keys and values in the Region's state machine.
+  #[inline]
+  pub fn approximate_bytes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RegionStatus::VT_APPROXIMATE_BYTES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn keys(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RegionStatus::VT_KEYS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for RegionStatus<'_> {
@@ -2534,19 +3070,25 @@ impl ::flatbuffers::Verifiable for RegionStatus<'_> {
      .visit_field::<u64>("term", Self::VT_TERM, false)?
      .visit_field::<u64>("commit_index", Self::VT_COMMIT_INDEX, false)?
      .visit_field::<u64>("applied_index", Self::VT_APPLIED_INDEX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<RegionDescriptor>>("region", Self::VT_REGION, false)?
+     .visit_field::<u64>("approximate_bytes", Self::VT_APPROXIMATE_BYTES, false)?
+     .visit_field::<u64>("keys", Self::VT_KEYS, false)?
      .finish();
     Ok(())
   }
 }
-pub struct RegionStatusArgs {
+pub struct RegionStatusArgs<'a> {
     pub region_id: u64,
     pub core: u32,
     pub leader: u64,
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
+    pub region: Option<::flatbuffers::WIPOffset<RegionDescriptor<'a>>>,
+    pub approximate_bytes: u64,
+    pub keys: u64,
 }
-impl<'a> Default for RegionStatusArgs {
+impl<'a> Default for RegionStatusArgs<'a> {
   #[inline]
   fn default() -> Self {
     RegionStatusArgs {
@@ -2556,6 +3098,9 @@ impl<'a> Default for RegionStatusArgs {
       term: 0,
       commit_index: 0,
       applied_index: 0,
+      region: None,
+      approximate_bytes: 0,
+      keys: 0,
     }
   }
 }
@@ -2590,6 +3135,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionStatusBuilder<'a, 'b, A
     self.fbb_.push_slot::<u64>(RegionStatus::VT_APPLIED_INDEX, applied_index, 0);
   }
   #[inline]
+  pub fn add_region(&mut self, region: ::flatbuffers::WIPOffset<RegionDescriptor<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<RegionDescriptor>>(RegionStatus::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_approximate_bytes(&mut self, approximate_bytes: u64) {
+    self.fbb_.push_slot::<u64>(RegionStatus::VT_APPROXIMATE_BYTES, approximate_bytes, 0);
+  }
+  #[inline]
+  pub fn add_keys(&mut self, keys: u64) {
+    self.fbb_.push_slot::<u64>(RegionStatus::VT_KEYS, keys, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegionStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RegionStatusBuilder {
@@ -2613,6 +3170,273 @@ impl ::core::fmt::Debug for RegionStatus<'_> {
       ds.field("term", &self.term());
       ds.field("commit_index", &self.commit_index());
       ds.field("applied_index", &self.applied_index());
+      ds.field("region", &self.region());
+      ds.field("approximate_bytes", &self.approximate_bytes());
+      ds.field("keys", &self.keys());
+      ds.finish()
+  }
+}
+pub enum RegionReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One Region as a store reports it to the placement driver, and as the driver records it.
+pub struct RegionReport<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegionReport<'a> {
+  type Inner = RegionReport<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegionReport<'a> {
+  pub const VT_REGION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_APPROXIMATE_BYTES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KEYS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegionReport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegionReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegionReport<'bldr>> {
+    let mut builder = RegionReportBuilder::new(_fbb);
+    builder.add_keys(args.keys);
+    builder.add_approximate_bytes(args.approximate_bytes);
+    if let Some(x) = args.region { builder.add_region(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region(&self) -> Option<RegionDescriptor<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<RegionDescriptor>>(RegionReport::VT_REGION, None)}
+  }
+  #[inline]
+  pub fn approximate_bytes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RegionReport::VT_APPROXIMATE_BYTES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn keys(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RegionReport::VT_KEYS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegionReport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<RegionDescriptor>>("region", Self::VT_REGION, false)?
+     .visit_field::<u64>("approximate_bytes", Self::VT_APPROXIMATE_BYTES, false)?
+     .visit_field::<u64>("keys", Self::VT_KEYS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegionReportArgs<'a> {
+    pub region: Option<::flatbuffers::WIPOffset<RegionDescriptor<'a>>>,
+    pub approximate_bytes: u64,
+    pub keys: u64,
+}
+impl<'a> Default for RegionReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegionReportArgs {
+      region: None,
+      approximate_bytes: 0,
+      keys: 0,
+    }
+  }
+}
+
+pub struct RegionReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region(&mut self, region: ::flatbuffers::WIPOffset<RegionDescriptor<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<RegionDescriptor>>(RegionReport::VT_REGION, region);
+  }
+  #[inline]
+  pub fn add_approximate_bytes(&mut self, approximate_bytes: u64) {
+    self.fbb_.push_slot::<u64>(RegionReport::VT_APPROXIMATE_BYTES, approximate_bytes, 0);
+  }
+  #[inline]
+  pub fn add_keys(&mut self, keys: u64) {
+    self.fbb_.push_slot::<u64>(RegionReport::VT_KEYS, keys, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegionReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegionReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegionReport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegionReport<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegionReport");
+      ds.field("region", &self.region());
+      ds.field("approximate_bytes", &self.approximate_bytes());
+      ds.field("keys", &self.keys());
+      ds.finish()
+  }
+}
+pub enum StoreReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One store as the placement driver records it.
+pub struct StoreReport<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StoreReport<'a> {
+  type Inner = StoreReport<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StoreReport<'a> {
+  pub const VT_STORE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HEARTBEAT_AGE_MS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HEARTBEATS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StoreReport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StoreReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StoreReport<'bldr>> {
+    let mut builder = StoreReportBuilder::new(_fbb);
+    builder.add_heartbeats(args.heartbeats);
+    builder.add_heartbeat_age_ms(args.heartbeat_age_ms);
+    if let Some(x) = args.store { builder.add_store(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn store(&self) -> Option<StoreDescriptor<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<StoreDescriptor>>(StoreReport::VT_STORE, None)}
+  }
+  /// Milliseconds since its last heartbeat; u64 max when none since the driver started.
+  #[inline]
+  pub fn heartbeat_age_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StoreReport::VT_HEARTBEAT_AGE_MS, Some(0)).unwrap()}
+  }
+  /// Heartbeats received since the driver started.
+  #[inline]
+  pub fn heartbeats(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StoreReport::VT_HEARTBEATS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StoreReport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<StoreDescriptor>>("store", Self::VT_STORE, false)?
+     .visit_field::<u64>("heartbeat_age_ms", Self::VT_HEARTBEAT_AGE_MS, false)?
+     .visit_field::<u64>("heartbeats", Self::VT_HEARTBEATS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StoreReportArgs<'a> {
+    pub store: Option<::flatbuffers::WIPOffset<StoreDescriptor<'a>>>,
+    pub heartbeat_age_ms: u64,
+    pub heartbeats: u64,
+}
+impl<'a> Default for StoreReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StoreReportArgs {
+      store: None,
+      heartbeat_age_ms: 0,
+      heartbeats: 0,
+    }
+  }
+}
+
+pub struct StoreReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StoreReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_store(&mut self, store: ::flatbuffers::WIPOffset<StoreDescriptor<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<StoreDescriptor>>(StoreReport::VT_STORE, store);
+  }
+  #[inline]
+  pub fn add_heartbeat_age_ms(&mut self, heartbeat_age_ms: u64) {
+    self.fbb_.push_slot::<u64>(StoreReport::VT_HEARTBEAT_AGE_MS, heartbeat_age_ms, 0);
+  }
+  #[inline]
+  pub fn add_heartbeats(&mut self, heartbeats: u64) {
+    self.fbb_.push_slot::<u64>(StoreReport::VT_HEARTBEATS, heartbeats, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StoreReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StoreReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StoreReport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StoreReport<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StoreReport");
+      ds.field("store", &self.store());
+      ds.field("heartbeat_age_ms", &self.heartbeat_age_ms());
+      ds.field("heartbeats", &self.heartbeats());
       ds.finish()
   }
 }
@@ -3218,6 +4042,330 @@ impl ::core::fmt::Debug for JoinResult<'_> {
       ds.field("cluster_id", &self.cluster_id());
       ds.field("regions", &self.regions());
       ds.field("stores", &self.stores());
+      ds.finish()
+  }
+}
+pub enum AckOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A heartbeat was recorded.
+pub struct Ack<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Ack<'a> {
+  type Inner = Ack<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Ack<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Ack { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args AckArgs
+  ) -> ::flatbuffers::WIPOffset<Ack<'bldr>> {
+    let mut builder = AckBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for Ack<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AckArgs {
+}
+impl<'a> Default for AckArgs {
+  #[inline]
+  fn default() -> Self {
+    AckArgs {
+    }
+  }
+}
+
+pub struct AckBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AckBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AckBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AckBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Ack<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Ack<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Ack");
+      ds.finish()
+  }
+}
+pub enum SplitIdsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The placement driver's answer to AskSplit.
+pub struct SplitIds<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SplitIds<'a> {
+  type Inner = SplitIds<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SplitIds<'a> {
+  pub const VT_NEW_REGION_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SplitIds { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SplitIdsArgs
+  ) -> ::flatbuffers::WIPOffset<SplitIds<'bldr>> {
+    let mut builder = SplitIdsBuilder::new(_fbb);
+    builder.add_new_region_id(args.new_region_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn new_region_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SplitIds::VT_NEW_REGION_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SplitIds<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("new_region_id", Self::VT_NEW_REGION_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SplitIdsArgs {
+    pub new_region_id: u64,
+}
+impl<'a> Default for SplitIdsArgs {
+  #[inline]
+  fn default() -> Self {
+    SplitIdsArgs {
+      new_region_id: 0,
+    }
+  }
+}
+
+pub struct SplitIdsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SplitIdsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_new_region_id(&mut self, new_region_id: u64) {
+    self.fbb_.push_slot::<u64>(SplitIds::VT_NEW_REGION_ID, new_region_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SplitIdsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SplitIdsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SplitIds<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SplitIds<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SplitIds");
+      ds.field("new_region_id", &self.new_region_id());
+      ds.finish()
+  }
+}
+pub enum PdStatusResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The placement driver's metadata: stores, Regions (with sizes and leaders), next id.
+pub struct PdStatusResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PdStatusResult<'a> {
+  type Inner = PdStatusResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PdStatusResult<'a> {
+  pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_REGION_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STORES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REGIONS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PdStatusResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PdStatusResultArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PdStatusResult<'bldr>> {
+    let mut builder = PdStatusResultBuilder::new(_fbb);
+    builder.add_next_region_id(args.next_region_id);
+    builder.add_cluster_id(args.cluster_id);
+    if let Some(x) = args.regions { builder.add_regions(x); }
+    if let Some(x) = args.stores { builder.add_stores(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn cluster_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PdStatusResult::VT_CLUSTER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn next_region_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PdStatusResult::VT_NEXT_REGION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn stores(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreReport<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreReport>>>>(PdStatusResult::VT_STORES, None)}
+  }
+  #[inline]
+  pub fn regions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionReport<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionReport>>>>(PdStatusResult::VT_REGIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PdStatusResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
+     .visit_field::<u64>("next_region_id", Self::VT_NEXT_REGION_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StoreReport>>>>("stores", Self::VT_STORES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionReport>>>>("regions", Self::VT_REGIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PdStatusResultArgs<'a> {
+    pub cluster_id: u64,
+    pub next_region_id: u64,
+    pub stores: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreReport<'a>>>>>,
+    pub regions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionReport<'a>>>>>,
+}
+impl<'a> Default for PdStatusResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PdStatusResultArgs {
+      cluster_id: 0,
+      next_region_id: 0,
+      stores: None,
+      regions: None,
+    }
+  }
+}
+
+pub struct PdStatusResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PdStatusResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u64) {
+    self.fbb_.push_slot::<u64>(PdStatusResult::VT_CLUSTER_ID, cluster_id, 0);
+  }
+  #[inline]
+  pub fn add_next_region_id(&mut self, next_region_id: u64) {
+    self.fbb_.push_slot::<u64>(PdStatusResult::VT_NEXT_REGION_ID, next_region_id, 0);
+  }
+  #[inline]
+  pub fn add_stores(&mut self, stores: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StoreReport<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PdStatusResult::VT_STORES, stores);
+  }
+  #[inline]
+  pub fn add_regions(&mut self, regions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RegionReport<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PdStatusResult::VT_REGIONS, regions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PdStatusResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PdStatusResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PdStatusResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PdStatusResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PdStatusResult");
+      ds.field("cluster_id", &self.cluster_id());
+      ds.field("next_region_id", &self.next_region_id());
+      ds.field("stores", &self.stores());
+      ds.field("regions", &self.regions());
       ds.finish()
   }
 }
@@ -4565,6 +5713,51 @@ impl<'a> ClientResponse<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn outcome_as_ack(&self) -> Option<Ack<'a>> {
+    if self.outcome_type() == Outcome::Ack {
+      self.outcome().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Ack::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn outcome_as_split_ids(&self) -> Option<SplitIds<'a>> {
+    if self.outcome_type() == Outcome::SplitIds {
+      self.outcome().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SplitIds::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn outcome_as_pd_status_result(&self) -> Option<PdStatusResult<'a>> {
+    if self.outcome_type() == Outcome::PdStatusResult {
+      self.outcome().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PdStatusResult::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientResponse<'_> {
@@ -4591,6 +5784,9 @@ impl ::flatbuffers::Verifiable for ClientResponse<'_> {
           Outcome::InvalidRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InvalidRequest>>("Outcome::InvalidRequest", pos),
           Outcome::Internal => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Internal>>("Outcome::Internal", pos),
           Outcome::JoinResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JoinResult>>("Outcome::JoinResult", pos),
+          Outcome::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("Outcome::Ack", pos),
+          Outcome::SplitIds => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SplitIds>>("Outcome::SplitIds", pos),
+          Outcome::PdStatusResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PdStatusResult>>("Outcome::PdStatusResult", pos),
           _ => Ok(()),
         }
      })?
@@ -4752,6 +5948,27 @@ impl ::core::fmt::Debug for ClientResponse<'_> {
         },
         Outcome::JoinResult => {
           if let Some(x) = self.outcome_as_join_result() {
+            ds.field("outcome", &x)
+          } else {
+            ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Outcome::Ack => {
+          if let Some(x) = self.outcome_as_ack() {
+            ds.field("outcome", &x)
+          } else {
+            ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Outcome::SplitIds => {
+          if let Some(x) = self.outcome_as_split_ids() {
+            ds.field("outcome", &x)
+          } else {
+            ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Outcome::PdStatusResult => {
+          if let Some(x) = self.outcome_as_pd_status_result() {
             ds.field("outcome", &x)
           } else {
             ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
