@@ -506,14 +506,15 @@ fn print_items(json: bool, items: &[KeyValue]) {
     println!("({} keys)", items.len());
 }
 
+/// The client address of every core of every store.
+fn every_core(client: &Client) -> Vec<String> {
+    let stores = client.routing().1;
+    stores.iter().flat_map(|s| s.client_addrs.clone()).collect()
+}
+
 /// Keys and bytes per Region, from the leader's replica when it answers (else any replica).
 fn region_sizes(client: &mut Client) -> HashMap<u64, (u64, u64)> {
-    let addrs: Vec<String> = client
-        .routing()
-        .1
-        .iter()
-        .flat_map(|s| s.client_addrs.clone())
-        .collect();
+    let addrs = every_core(client);
     let mut sizes = HashMap::new();
     for addr in &addrs {
         let Ok(status) = client.status(Some(addr)) else {
@@ -632,12 +633,7 @@ fn print_regions(json: bool, client: &mut Client) {
 }
 
 fn print_status(json: bool, client: &mut Client) -> anyhow::Result<()> {
-    let addrs: Vec<String> = client
-        .routing()
-        .1
-        .iter()
-        .flat_map(|s| s.client_addrs.clone())
-        .collect();
+    let addrs = every_core(client);
     let mut rows = Vec::new();
     let mut unreachable = Vec::new();
     for addr in &addrs {
