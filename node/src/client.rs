@@ -323,12 +323,33 @@ impl Client {
     /// # Errors
     /// When the driver or the leader refuses (e.g. `key` is the Region's start already).
     pub fn split(&mut self, key: &[u8]) -> Result<Vec<RegionDescriptor>, ClientError> {
+        let new_region_id = self.ask_split(key)?;
+        self.split_as(key, new_region_id)
+    }
+
+    /// Asks the placement driver for the id of the Region that splitting `key`'s Region
+    /// would create.
+    ///
+    /// # Errors
+    /// When no store answers as the driver.
+    pub fn ask_split(&mut self, key: &[u8]) -> Result<RegionId, ClientError> {
         let region = self.region_for(key)?.clone();
-        let new_region_id =
-            match self.call_pd(region.region_id, region.epoch, ClientOp::AskSplit)? {
-                ClientReply::SplitIds { new_region_id } => new_region_id,
-                other => return Err(unexpected(Ok(other))),
-            };
+        match self.call_pd(region.region_id, region.epoch, ClientOp::AskSplit)? {
+            ClientReply::SplitIds { new_region_id } => Ok(new_region_id),
+            other => Err(unexpected(Ok(other))),
+        }
+    }
+
+    /// Splits `key`'s Region at `key` into `new_region_id` (from `ask_split`). Retrying is
+    /// safe: a split that applied already is answered again, never applied twice.
+    ///
+    /// # Errors
+    /// When the leader refuses.
+    pub fn split_as(
+        &mut self,
+        key: &[u8],
+        new_region_id: RegionId,
+    ) -> Result<Vec<RegionDescriptor>, ClientError> {
         let op = ClientOp::Split {
             key: key.to_vec(),
             new_region_id,

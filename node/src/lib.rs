@@ -10,4 +10,5 @@ pub mod placement;
 pub mod region;
 pub mod request;
 pub mod server;
+pub mod split;
 pub mod store;

@@ -50,6 +50,12 @@ pub enum KvOp {
         key: Vec<u8>,
         expected_version: u64,
     },
+    /// Split the Region at `key` (empty: the middle of its data); the upper half becomes
+    /// `new_region`. Served by the leader, applied by every replica.
+    Split {
+        key: Vec<u8>,
+        new_region: RegionId,
+    },
 }
 
 impl KvOp {
@@ -69,7 +75,7 @@ impl KvOp {
             | KvOp::Delete { key }
             | KvOp::Cas { key, .. }
             | KvOp::CasDelete { key, .. } => Some(key),
-            KvOp::Scan { .. } | KvOp::ScanPrefix { .. } => None,
+            KvOp::Scan { .. } | KvOp::ScanPrefix { .. } | KvOp::Split { .. } => None,
         }
     }
 }
@@ -94,6 +100,8 @@ pub enum KvReply {
     Value { found: Option<(Vec<u8>, u64)> },
     /// A scan, in key order; `more` when the limit cut it short.
     Scan { items: Vec<ScanItem>, more: bool },
+    /// A split was applied: the shrunk Region and the new one.
+    Split { left: Region, right: Region },
 }
 
 /// Why a request was not served. Every variant tells the client what to do next.

@@ -14,6 +14,16 @@
 //!    durability plus the snapshots it took (write them to files, then compact the WAL);
 //! 4. answer `store.take_replies()`.
 //!
+//! Splits (see `split.rs`): the leader proposes a `SplitCommand`; every replica applies it in
+//! log order, shrinking the Region and creating the new one on this core (its id is owned by
+//! the same core, see `placement.rs`) from an initial snapshot at `BOOTSTRAP_INDEX` holding
+//! the upper half of the data. That snapshot is handed to the driver like any other and
+//! written to a file before the WAL records anything of the new Region, so recovery finds
+//! the new Region either in its snapshot file or, if the crash came first, by replaying the
+//! split from the parent's log. Commands that were proposed before a split but apply after
+//! it are checked against the Region's current range and refused (`KeyNotInRegion`), and
+//! reads are checked against the epoch their client saw when they are served.
+//!
 //! Each Region's Raft log is kept in memory (`MemStorage`) between snapshots, mirroring the
 //! WAL; the WAL is read only at recovery. The log is compacted into a snapshot every
 //! `snapshot_interval_entries` applied entries, which bounds that memory.
@@ -23,13 +33,15 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use tessera_core::multi::Batches;
 use tessera_core::{
     ConfState, Config, EntryKind, LogIndex, MemStorage, Message, MultiRaft, MultiReady, NodeId,
-    RaftError, Ready, RegionId, Role, Snapshot, Storage, Term,
+    RaftError, Ready, RegionId, Role, Snapshot, SnapshotMetadata, Storage, Term, BOOTSTRAP_INDEX,
+    BOOTSTRAP_TERM,
 };
 
 use crate::kv::state::prefix_successor;
 use crate::kv::{KvCommand, KvOutcome, KvState};
-use crate::region::Region;
+use crate::region::{Region, RegionEpoch};
 use crate::request::{KvError, KvOp, KvReply, KvRequest, KvResult, Mode};
+use crate::split::{self, SplitCommand, SPLIT_FORMAT};
 
 /// Identifies a client request to the driver (connection and request id).
 pub type Token = u64;
@@ -107,7 +119,17 @@ struct Proposal {
 struct PendingRead {
     token: Token,
     namespace: String,
+    /// The epoch the client saw: a read served after a split it did not know of is refused.
+    epoch: RegionEpoch,
     op: KvOp,
+}
+
+/// What applying one committed entry did.
+enum Applied {
+    Kv(KvOutcome),
+    /// A KV command whose key left the Region (a split applied first): not applied.
+    NotInRegion,
+    Split(Result<(Region, Region), String>),
 }
 
 /// One Region's replica on this core.
@@ -126,6 +148,7 @@ pub struct StoreStats {
     pub applied_commands: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    pub splits_applied: u64,
 }
 
 /// A Region's state, for status reports.
@@ -150,6 +173,10 @@ pub struct Store {
     pending_requests: usize,
     replies: Vec<(Token, KvResult)>,
     stats: StoreStats,
+    /// Snapshots of Regions created by splits in this round, written before anything else.
+    created: Vec<SnapshotTaken>,
+    /// Regions whose range or epoch changed (or that were created) since the last call.
+    changed_regions: Vec<Region>,
 }
 
 impl Store {
@@ -162,7 +189,14 @@ impl Store {
             pending_requests: 0,
             replies: Vec::new(),
             stats: StoreStats::default(),
+            created: Vec::new(),
+            changed_regions: Vec::new(),
         }
+    }
+
+    /// Regions whose range or epoch changed, or that splits created, since the last call.
+    pub fn take_changed_regions(&mut self) -> Vec<Region> {
+        std::mem::take(&mut self.changed_regions)
     }
 
     pub fn node(&self) -> NodeId {
@@ -291,6 +325,7 @@ impl Store {
         let read = PendingRead {
             token,
             namespace: request.namespace,
+            epoch: request.epoch,
             op: request.op,
         };
         let peer = self.peers.get_mut(&request.region).expect("checked");
@@ -310,6 +345,16 @@ impl Store {
     }
 
     fn start_write(&mut self, token: Token, request: KvRequest) -> Result<(), KvError> {
+        if let KvOp::Split { key, new_region } = &request.op {
+            if let Some(done) = self.split_done(request.region, key, *new_region) {
+                // A retry of a split that applied already (its answer was lost, e.g. to a
+                // leader change): the same answer again.
+                self.replies.push((token, Ok(done)));
+                return Ok(());
+            }
+            let command = self.split_command(request.region, key, *new_region)?;
+            return self.propose(token, request.region, command.encode());
+        }
         let namespace = request.namespace;
         let command = match request.op {
             KvOp::Put { key, value } => KvCommand::Put {
@@ -336,17 +381,74 @@ impl Store {
                 key,
                 expected_version,
             },
-            KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::ScanPrefix { .. } => {
-                unreachable!("reads are routed to start_read")
+            KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::ScanPrefix { .. } | KvOp::Split { .. } => {
+                unreachable!("reads are routed to start_read, splits handled above")
             }
         };
         command
             .validate()
             .map_err(|e| KvError::InvalidRequest(e.to_string()))?;
-        let region = request.region;
+        self.propose(token, request.region, command.encode())
+    }
+
+    /// The answer to a split of `region` into `new_region` (at `key`, if not empty) that
+    /// this store has applied already.
+    fn split_done(&self, region: RegionId, key: &[u8], new_region: RegionId) -> Option<KvReply> {
+        // After the split the client may route the retry to either half.
+        let right = &self.peers.get(&new_region)?.region;
+        if !key.is_empty() && key != right.start_key {
+            return None;
+        }
+        let left = self
+            .peers
+            .values()
+            .map(|p| &p.region)
+            .find(|r| r.id != new_region && r.end_key == right.start_key)?;
+        (region == left.id || region == new_region).then(|| KvReply::Split {
+            left: left.clone(),
+            right: right.clone(),
+        })
+    }
+
+    /// The split command for `region` at `key` (empty: the middle of its data), checked
+    /// against the Region as it is now.
+    fn split_command(
+        &self,
+        region: RegionId,
+        key: &[u8],
+        new_region: RegionId,
+    ) -> Result<SplitCommand, KvError> {
+        let peer = self
+            .peers
+            .get(&region)
+            .ok_or(KvError::RegionNotFound(region))?;
+        let key = if key.is_empty() {
+            peer.kv.middle_key(&peer.region.start_key).ok_or_else(|| {
+                KvError::InvalidRequest(format!("{} has too few keys to split", peer.region))
+            })?
+        } else {
+            key.to_vec()
+        };
+        if self.peers.contains_key(&new_region) {
+            return Err(KvError::InvalidRequest(format!(
+                "region {} exists already",
+                new_region.0
+            )));
+        }
+        let command = SplitCommand {
+            region,
+            epoch: peer.region.epoch,
+            new_region,
+            key,
+        };
+        split::check_split(&peer.region, &command).map_err(KvError::InvalidRequest)?;
+        Ok(command)
+    }
+
+    fn propose(&mut self, token: Token, region: RegionId, data: Vec<u8>) -> Result<(), KvError> {
         let index = self
             .raft
-            .propose(region, command.encode().into())
+            .propose(region, data.into())
             .map_err(|e| raft_error(region, e))?;
         let term = self.raft.group(region).expect("exists").term();
         let peer = self.peers.get_mut(&region).expect("checked");
@@ -388,6 +490,9 @@ impl Store {
                 .advance(region, ready.advance())
                 .expect("group exists");
             self.serve_applied_reads(region);
+            // A Region a split created is durable (its file) before its parent's newer
+            // snapshot could make the split's log entry go away.
+            persisted.snapshots.append(&mut self.created);
             if let Some(taken) = self.maybe_snapshot(region) {
                 persisted.snapshots.push(taken);
             }
@@ -401,14 +506,22 @@ impl Store {
     }
 
     fn apply_group(&mut self, region: RegionId, ready: &Ready) {
+        let leader_here = self
+            .raft
+            .group(region)
+            .is_some_and(|c| c.role() == Role::Leader);
         let peer = self.peers.get_mut(&region).expect("peer exists");
+        let mut splits = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
             install_snapshot(peer, snapshot);
+            self.changed_regions.push(peer.region.clone());
             self.stats.snapshots_installed += 1;
         }
         for entry in &ready.committed_entries {
             let outcome = match entry.kind {
-                EntryKind::Normal if !entry.data.is_empty() => apply_command(peer, &entry.data),
+                EntryKind::Normal if !entry.data.is_empty() => {
+                    apply_entry(peer, &entry.data, &mut splits)
+                }
                 _ => None,
             };
             self.stats.applied_commands += u64::from(outcome.is_some());
@@ -418,11 +531,11 @@ impl Store {
                 }
                 peer.proposals.pop_front();
                 self.pending_requests -= 1;
-                let result = match outcome {
+                let result = match &outcome {
                     Some(outcome)
                         if proposal.index == entry.index && proposal.term == entry.term =>
                     {
-                        outcome_reply(outcome)
+                        applied_reply(outcome, &peer.region)
                     }
                     _ => Err(KvError::Dropped(
                         "leadership changed before the write committed".into(),
@@ -436,6 +549,13 @@ impl Store {
                 peer.reads_waiting_apply.push_back((read.index, pending));
             }
         }
+        if !splits.is_empty() {
+            self.changed_regions.push(peer.region.clone());
+        }
+        for (upper, kv) in splits {
+            self.create_split_region(upper, kv, leader_here);
+        }
+        let peer = self.peers.get_mut(&region).expect("peer exists");
         let lost_leadership = ready.soft_state.is_some_and(|s| s.role != Role::Leader);
         if lost_leadership {
             // The core drops its ReadIndex rounds when it steps down: fail them now.
@@ -444,6 +564,48 @@ impl Store {
                 self.pending_requests -= 1;
                 let error = KvError::NotLeader { region, leader };
                 self.replies.push((read.token, Err(error)));
+            }
+        }
+    }
+
+    /// Creates the Region a split made (rule 3 of `split.rs`) from an initial snapshot of its
+    /// data, unless it exists already (recovery replaying a split whose new Region was
+    /// recovered from its own files). The parent's leader campaigns for it at once.
+    fn create_split_region(&mut self, region: Region, kv: KvState, campaign: bool) {
+        self.stats.splits_applied += 1;
+        if self.peers.contains_key(&region.id) {
+            tracing::info!(
+                region = region.id.0,
+                "split replayed; the new region exists already"
+            );
+            return;
+        }
+        let data = split::encode_envelope(&region, &kv);
+        let conf_state = ConfState::with_voters(region.peers.iter().copied());
+        let mut storage = Store::bootstrap_storage(&region);
+        storage.apply_snapshot(Snapshot {
+            metadata: SnapshotMetadata {
+                index: BOOTSTRAP_INDEX,
+                term: BOOTSTRAP_TERM,
+                conf_state: conf_state.clone(),
+            },
+            data: data.clone().into(),
+        });
+        let id = region.id;
+        self.changed_regions.push(region.clone());
+        tracing::info!(%region, "created by a split");
+        self.add_region(region, storage, kv)
+            .expect("a new region's bootstrap state loads");
+        self.created.push(SnapshotTaken {
+            region: id,
+            index: BOOTSTRAP_INDEX,
+            term: BOOTSTRAP_TERM,
+            conf_state,
+            data,
+        });
+        if campaign {
+            if let Some(core) = self.raft.group_mut(id) {
+                core.campaign();
             }
         }
     }
@@ -472,7 +634,7 @@ impl Store {
             return None;
         }
         let peer = self.peers.get(&region).expect("exists");
-        let data = peer.kv.encode_snapshot();
+        let data = split::encode_envelope(&peer.region, &peer.kv);
         let conf_state = core.conf_state().clone();
         let term = core.log().term_or_zero(applied);
         core.storage_mut()
@@ -519,8 +681,18 @@ impl Store {
 }
 
 fn install_snapshot(peer: &mut Peer, snapshot: &Snapshot) {
-    match KvState::decode_snapshot(&snapshot.data) {
-        Ok(kv) => peer.kv = kv,
+    match split::decode_envelope(&snapshot.data) {
+        Ok((region, kv)) => {
+            peer.kv = kv;
+            if let Some(region) = region.filter(|r| r.id == peer.region.id) {
+                if region.end_key != peer.region.end_key {
+                    // A split this replica never applied: the new Region will not exist here
+                    // until a replica move (issue 6, next step) seeds it.
+                    tracing::warn!(from = %peer.region, to = %region, "snapshot changes the region's range");
+                }
+                peer.region = region;
+            }
+        }
         // The leader's snapshot passed the transport's checks yet does not decode: the
         // replicated state is corrupt, and applying anything further would diverge.
         Err(error) => panic!(
@@ -530,14 +702,51 @@ fn install_snapshot(peer: &mut Peer, snapshot: &Snapshot) {
     }
 }
 
-fn apply_command(peer: &mut Peer, data: &[u8]) -> Option<KvOutcome> {
+/// Applies one committed entry's payload; a split's new Region goes to `splits`.
+fn apply_entry(
+    peer: &mut Peer,
+    data: &[u8],
+    splits: &mut Vec<(Region, KvState)>,
+) -> Option<Applied> {
+    if data.first() == Some(&SPLIT_FORMAT) {
+        return match SplitCommand::decode(data) {
+            Ok(command) => {
+                let result = split::apply_split(&mut peer.region, &mut peer.kv, &command);
+                Some(Applied::Split(result.map(|(upper, kv)| {
+                    splits.push((upper.clone(), kv));
+                    (peer.region.clone(), upper)
+                })))
+            }
+            Err(error) => {
+                tracing::error!(region = ?peer.region.id, %error, "skipping a split entry that does not decode");
+                None
+            }
+        };
+    }
     match KvCommand::decode(data) {
-        Ok(command) => Some(peer.kv.apply(&command)),
+        Ok(command) if !peer.region.contains(command.target().1) => Some(Applied::NotInRegion),
+        Ok(command) => Some(Applied::Kv(peer.kv.apply(&command))),
         Err(error) => {
             // Every replica skips the same entry, so they stay identical.
             tracing::error!(region = ?peer.region.id, %error, "skipping a committed entry that does not decode");
             None
         }
+    }
+}
+
+fn applied_reply(applied: &Applied, region: &Region) -> KvResult {
+    match applied {
+        Applied::Kv(outcome) => outcome_reply(*outcome),
+        Applied::NotInRegion => Err(KvError::KeyNotInRegion {
+            region: region.clone(),
+        }),
+        Applied::Split(Ok((left, right))) => Ok(KvReply::Split {
+            left: left.clone(),
+            right: right.clone(),
+        }),
+        Applied::Split(Err(_)) => Err(KvError::StaleEpoch {
+            current: region.clone(),
+        }),
     }
 }
 
@@ -552,6 +761,11 @@ fn outcome_reply(outcome: KvOutcome) -> KvResult {
 
 fn serve_read(peer: &Peer, read: &PendingRead) -> KvResult {
     let region = &peer.region;
+    if region.epoch.is_stale(read.epoch) {
+        return Err(KvError::StaleEpoch {
+            current: region.clone(),
+        });
+    }
     match &read.op {
         KvOp::Get { key } => Ok(KvReply::Value {
             found: peer

@@ -272,3 +272,155 @@ fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
     );
     assert_eq!(store.kv(RegionId(1)).unwrap().len(), 100);
 }
+
+impl Cluster {
+    /// Hands a request to `node` without running any round, at the epoch `node` has.
+    fn submit(&mut self, node: NodeId, region: RegionId, op: KvOp) -> Token {
+        let epoch = self.stores[&node]
+            .regions()
+            .find(|r| r.id == region)
+            .map_or_else(RegionEpoch::default, |r| r.epoch);
+        self.submit_at(node, region, epoch, op)
+    }
+
+    fn submit_at(&mut self, node: NodeId, region: RegionId, epoch: RegionEpoch, op: KvOp) -> Token {
+        let token = self.next_token;
+        self.next_token += 1;
+        let request = KvRequest {
+            namespace: "test".into(),
+            mode: Mode::Strong,
+            region,
+            epoch,
+            op,
+        };
+        self.stores
+            .get_mut(&node)
+            .unwrap()
+            .on_request(token, request);
+        token
+    }
+
+    fn wait(&mut self, token: Token) -> KvResult {
+        for _ in 0..100 {
+            self.run_rounds(50);
+            if let Some(reply) = self.replies.remove(&token) {
+                return reply;
+            }
+            self.tick(1);
+        }
+        panic!("request {token} not answered within 100 ticks");
+    }
+}
+
+#[test]
+fn a_split_applies_once_on_every_replica_and_writes_that_lost_their_range_are_refused() {
+    let mut cluster = Cluster::new(10_000);
+    cluster.elect();
+    for key in ["m1", "n2", "p3", "t4", "w5", "y6"] {
+        assert!(cluster.put(RegionId(2), key, "v").is_ok());
+    }
+    let leader = cluster.leader(RegionId(2)).unwrap();
+    let split = |key: &str, id: u64| KvOp::Split {
+        key: key.into(),
+        new_region: RegionId(id),
+    };
+    // Proposed together: the split, the same split again (at the same epoch, as a deposed
+    // leader or a retry would), and a write to the upper half that was checked against the
+    // old range but applies after the split.
+    let first = cluster.submit(leader, RegionId(2), split("t", 4));
+    let again = cluster.submit(leader, RegionId(2), split("p", 6));
+    let late_write = cluster.submit(
+        leader,
+        RegionId(2),
+        KvOp::Put {
+            key: b"w9".to_vec(),
+            value: b"lost".to_vec(),
+        },
+    );
+    let Ok(KvReply::Split { left, right }) = cluster.wait(first) else {
+        panic!("the first split must apply");
+    };
+    assert_eq!(
+        (left.end_key.as_slice(), right.start_key.as_slice()),
+        (&b"t"[..], &b"t"[..])
+    );
+    assert_eq!((left.epoch.version, right.epoch.version), (1, 1));
+    assert!(matches!(
+        cluster.wait(again),
+        Err(KvError::StaleEpoch { .. })
+    ));
+    assert!(matches!(
+        cluster.wait(late_write),
+        Err(KvError::KeyNotInRegion { .. })
+    ));
+    cluster.tick(3);
+    for (id, store) in &cluster.stores {
+        let regions: Vec<&Region> = store.regions().collect();
+        assert_eq!(
+            regions.len(),
+            3,
+            "node {id:?}: exactly one new region, not two"
+        );
+        let keys = |region: u64| -> Vec<Vec<u8>> {
+            let kv = store.kv(RegionId(region)).unwrap();
+            kv.scan("test", b"", b"", 100)
+                .0
+                .into_iter()
+                .map(|i| i.key)
+                .collect()
+        };
+        assert_eq!(
+            keys(2),
+            vec![b"m1".to_vec(), b"n2".to_vec(), b"p3".to_vec()]
+        );
+        assert_eq!(
+            keys(4),
+            vec![b"t4".to_vec(), b"w5".to_vec(), b"y6".to_vec()]
+        );
+        assert_eq!(store.stats().splits_applied, 1);
+    }
+    // The new Region elects a leader and serves; the old one refuses its former keys.
+    for _ in 0..200 {
+        if cluster.leader(RegionId(4)).is_some() {
+            break;
+        }
+        cluster.tick(1);
+    }
+    let new_leader = cluster
+        .leader(RegionId(4))
+        .expect("the new region elects a leader");
+    // A retry of the applied split (its answer lost), routed to either half, gets the same
+    // answer and splits nothing.
+    for region in [2, 4] {
+        let leader = cluster.leader(RegionId(region)).unwrap();
+        let retry = cluster.submit(leader, RegionId(region), split("t", 4));
+        let Ok(KvReply::Split { left: l, right: r }) = cluster.wait(retry) else {
+            panic!("a retried split is answered");
+        };
+        assert_eq!((l, r), (left.clone(), right.clone()));
+    }
+    let token = cluster.submit(
+        new_leader,
+        RegionId(4),
+        KvOp::Put {
+            key: b"z7".to_vec(),
+            value: b"v".to_vec(),
+        },
+    );
+    let Ok(KvReply::Written { version }) = cluster.wait(token) else {
+        panic!("the new region serves writes");
+    };
+    assert!(version > 6, "versions continue from the parent");
+    // A client that routed with the old layout gets the current descriptor back.
+    let old_leader = cluster.leader(RegionId(2)).unwrap();
+    let stale = cluster.submit_at(
+        old_leader,
+        RegionId(2),
+        RegionEpoch::default(),
+        split("n", 8),
+    );
+    let Err(KvError::StaleEpoch { current }) = cluster.wait(stale) else {
+        panic!("an old epoch is refused");
+    };
+    assert_eq!(current.end_key, b"t");
+}

@@ -195,6 +195,66 @@ impl KvState {
         self.bytes
     }
 
+    /// The user key of a map key (without its namespace framing).
+    fn user_key(map_key: &[u8]) -> &[u8] {
+        &map_key[1 + map_key[0] as usize..]
+    }
+
+    /// Moves every item whose key (in any namespace) is at or above `key` into a new state,
+    /// which continues the same version counter (so versions never go backwards in either).
+    pub fn split_off(&mut self, key: &[u8]) -> KvState {
+        let moving: Vec<Vec<u8>> = self
+            .items
+            .keys()
+            .filter(|map_key| Self::user_key(map_key) >= key)
+            .cloned()
+            .collect();
+        let mut upper = KvState {
+            next_version: self.next_version,
+            ..KvState::default()
+        };
+        for map_key in moving {
+            let value = self.items.remove(&map_key).expect("listed above");
+            let bytes = map_key.len() + value.value.len();
+            self.bytes -= bytes;
+            upper.bytes += bytes;
+            upper.items.insert(map_key, value);
+        }
+        upper
+    }
+
+    /// The key to split at so that about half the bytes fall on each side: the smallest key
+    /// (over all namespaces) at which the bytes below reach half, and above `floor` (a split
+    /// key must leave the lower Region non-empty in range). `None` when every key is at
+    /// `floor` or there are fewer than two distinct keys.
+    pub fn middle_key(&self, floor: &[u8]) -> Option<Vec<u8>> {
+        let mut sizes: Vec<(&[u8], usize)> = self
+            .items
+            .iter()
+            .map(|(k, v)| (Self::user_key(k), k.len() + v.value.len()))
+            .collect();
+        sizes.sort_unstable();
+        let half = self.bytes / 2;
+        let mut below = 0;
+        let mut candidate = None;
+        for (key, bytes) in &sizes {
+            if below >= half && *key > floor && Some(*key) != sizes.first().map(|s| s.0) {
+                candidate = Some(key.to_vec());
+                break;
+            }
+            below += bytes;
+        }
+        candidate.or_else(|| {
+            // Everything sits in the first half (one huge value): split above the first key.
+            let first = sizes.first()?.0;
+            sizes
+                .iter()
+                .map(|s| s.0)
+                .find(|k| *k > first && *k > floor)
+                .map(<[u8]>::to_vec)
+        })
+    }
+
     /// Encodes the whole state as a snapshot (layout in the module docs).
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.bytes + self.items.len() * 20);
@@ -388,6 +448,53 @@ mod tests {
             KvState::decode_snapshot(b"nope"),
             Err(SnapshotError::BadHeader)
         );
+    }
+
+    #[test]
+    fn split_off_moves_the_upper_keys_of_every_namespace_and_keeps_versions_growing() {
+        let mut state = KvState::default();
+        for (ns, key) in [("", "a"), ("", "m"), ("x", "b"), ("x", "z"), ("", "q")] {
+            state.apply(&put(ns, key, "value"));
+        }
+        let total = state.approximate_bytes();
+        let middle = state.middle_key(b"").unwrap();
+        assert_eq!(
+            middle, b"q",
+            "the first key with at least half the bytes below it"
+        );
+        let upper = state.split_off(&middle);
+        let keys = |s: &KvState, ns: &str| -> Vec<Vec<u8>> {
+            s.scan(ns, b"", b"", 10)
+                .0
+                .into_iter()
+                .map(|i| i.key)
+                .collect()
+        };
+        assert_eq!(keys(&state, ""), vec![b"a".to_vec(), b"m".to_vec()]);
+        assert_eq!(keys(&state, "x"), vec![b"b".to_vec()]);
+        assert_eq!(keys(&upper, ""), vec![b"q".to_vec()]);
+        assert_eq!(keys(&upper, "x"), vec![b"z".to_vec()]);
+        assert_eq!(state.approximate_bytes() + upper.approximate_bytes(), total);
+        let mut upper = upper;
+        let KvOutcome::Written { version } = upper.apply(&put("", "r", "v")) else {
+            panic!()
+        };
+        assert!(version > 5, "the new Region continues the version counter");
+        assert_eq!(
+            KvState::decode_snapshot(&upper.encode_snapshot()).unwrap(),
+            upper
+        );
+    }
+
+    #[test]
+    fn the_middle_key_is_above_the_floor_and_needs_two_keys() {
+        let mut state = KvState::default();
+        assert_eq!(state.middle_key(b""), None);
+        state.apply(&put("", "k", "a big value"));
+        assert_eq!(state.middle_key(b""), None, "one key cannot be split");
+        state.apply(&put("", "l", "v"));
+        assert_eq!(state.middle_key(b""), Some(b"l".to_vec()));
+        assert_eq!(state.middle_key(b"l"), None, "never at the Region's start");
     }
 
     proptest! {

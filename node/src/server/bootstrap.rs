@@ -196,6 +196,11 @@ pub struct RecoverySummary {
 /// Rebuilds the Store of core `core`: each of its Regions from its newest snapshot (or the
 /// bootstrap state) plus the WAL entries after it.
 ///
+/// The Regions are those of the first layout (`regions`, from `meta.toml`) that this core
+/// owns, plus every Region with a snapshot file in `snapshot_dir` (Regions created by
+/// splits start with one). A snapshot's envelope gives the Region's range and epoch as of
+/// the snapshot; later splits replay from the WAL.
+///
 /// # Errors
 /// A message naming the Region and what could not be read.
 pub fn recover_store(
@@ -207,8 +212,18 @@ pub fn recover_store(
     snapshot_dir: &Path,
 ) -> Result<RecoverySummary, String> {
     let mut summary = RecoverySummary::default();
-    for region in regions.iter().filter(|r| owning_core(r.id, cores) == core) {
-        let (storage, kv, snapshot_found, entries) = recover_region(region, wal, snapshot_dir)?;
+    let mut ids: Vec<RegionId> = regions
+        .iter()
+        .filter(|r| owning_core(r.id, cores) == core)
+        .map(|r| r.id)
+        .collect();
+    ids.extend(snapshot_files::regions(snapshot_dir)?);
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let known = regions.iter().find(|r| r.id == id);
+        let (region, storage, kv, snapshot_found, entries) =
+            recover_region(id, known, wal, snapshot_dir)?;
         summary.regions += 1;
         summary.snapshots += usize::from(snapshot_found);
         summary.entries += entries;
@@ -243,19 +258,32 @@ pub async fn mark_new_regions(wal: &Wal, store: &Store) -> Result<(), String> {
         .map_err(|e| format!("recording new regions in the WAL: {e}"))
 }
 
+/// One Region: `known` is its first-layout entry, if it has one.
 fn recover_region(
-    region: &Region,
+    id: RegionId,
+    known: Option<&Region>,
     wal: &Wal,
     snapshot_dir: &Path,
-) -> Result<(MemStorage, KvState, bool, usize), String> {
-    let mut storage = Store::bootstrap_storage(region);
-    let mut kv = KvState::default();
+) -> Result<(Region, MemStorage, KvState, bool, usize), String> {
     let snapshot =
-        snapshot_files::newest(snapshot_dir, region.id).map_err(|e| format!("{region}: {e}"))?;
+        snapshot_files::newest(snapshot_dir, id).map_err(|e| format!("region {}: {e}", id.0))?;
     let snapshot_found = snapshot.is_some();
+    let mut kv = KvState::default();
+    let mut region = known.cloned();
+    if let Some(file) = &snapshot {
+        let (described, state) = crate::split::decode_envelope(&file.data)
+            .map_err(|e| format!("region {}: snapshot {}: {e}", id.0, file.path.display()))?;
+        kv = state;
+        region = described.or(region);
+    }
+    let region = region.ok_or_else(|| {
+        format!(
+            "region {}: a snapshot file without its region's range",
+            id.0
+        )
+    })?;
+    let mut storage = Store::bootstrap_storage(&region);
     if let Some(file) = snapshot {
-        kv = KvState::decode_snapshot(&file.data)
-            .map_err(|e| format!("{region}: snapshot {}: {e}", file.path.display()))?;
         storage.apply_snapshot(Snapshot {
             metadata: SnapshotMetadata {
                 index: file.index,
@@ -295,7 +323,7 @@ fn recover_region(
         }
         storage.set_hard_state(hard_state);
     }
-    Ok((storage, kv, snapshot_found, entries.len()))
+    Ok((region, storage, kv, snapshot_found, entries.len()))
 }
 
 fn storage_last(storage: &MemStorage) -> LogIndex {

@@ -210,11 +210,10 @@ pub fn to_kv_request(request: &ClientRequest) -> Result<KvRequest, ClientError> 
             key: key.clone(),
             expected_version: *expected_version,
         },
-        ClientOp::Split { .. } => {
-            return Err(ClientError::InvalidRequest {
-                message: "splits are not supported yet".into(),
-            })
-        }
+        ClientOp::Split { key, new_region_id } => KvOp::Split {
+            key: key.clone(),
+            new_region: *new_region_id,
+        },
         ClientOp::Regions
         | ClientOp::Status
         | ClientOp::Join { .. }
@@ -273,6 +272,10 @@ pub fn to_wire_result(
                 })
                 .collect(),
             more,
+        }),
+        Ok(KvReply::Split { left, right }) => Ok(ClientReply::Regions {
+            regions: vec![describe(&left), describe(&right)],
+            stores: Vec::new(),
         }),
         Err(error) => Err(match error {
             KvError::NotLeader { leader, region } => ClientError::NotLeader {

@@ -11,7 +11,7 @@
 //! A WAL write or fsync failure stops the node: after a failed fsync the kernel may have
 //! dropped the dirty pages, so retrying could acknowledge data that is not on disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +96,9 @@ pub struct CoreLoop {
     /// The placement driver, on core 0 of the node that hosts it.
     pd: Option<PdHost<Origin>>,
     inbox: Inbox,
+    /// Every Region of the node as this core knows it: its own from the Store, the other
+    /// cores' from their `CrossCore::Regions` broadcasts, the first layout until then.
+    routing: BTreeMap<RegionId, Region>,
 }
 
 /// Why a core stopped.
@@ -145,6 +148,50 @@ impl CoreLoop {
             compactions: Vec::new(),
             pd: parts.pd,
             inbox: parts.inbox,
+            routing: BTreeMap::new(),
+        }
+    }
+
+    /// The first layout, then this core's own Regions (told to the other cores).
+    fn init_routing(&mut self) {
+        let regions = self
+            .meta
+            .regions(std::path::Path::new("."))
+            .unwrap_or_default();
+        self.routing = regions.into_iter().map(|r| (r.id, r)).collect();
+        let own: Vec<Region> = self.store.regions().cloned().collect();
+        self.on_regions_changed(own);
+    }
+
+    /// Records Regions that changed on this core and tells the other cores.
+    fn on_regions_changed(&mut self, regions: Vec<Region>) {
+        if regions.is_empty() {
+            return;
+        }
+        self.learn_regions(regions.clone());
+        for core in self.links.cores().collect::<Vec<_>>() {
+            if !self
+                .links
+                .try_send(core, CrossCore::Regions(regions.clone()))
+            {
+                tracing::warn!(
+                    core,
+                    "cross-core channel full; its routing table lags until the next change"
+                );
+            }
+        }
+    }
+
+    /// Takes newer descriptors into the routing table.
+    fn learn_regions(&mut self, regions: Vec<Region>) {
+        for region in regions {
+            let newer = self
+                .routing
+                .get(&region.id)
+                .is_none_or(|known| known.epoch <= region.epoch);
+            if newer {
+                self.routing.insert(region.id, region);
+            }
         }
     }
 
@@ -153,6 +200,7 @@ impl CoreLoop {
     /// # Errors
     /// `CoreError` when the WAL or a snapshot cannot be written.
     pub async fn run(mut self, events: LocalReceiver<Event>) -> Result<Wal, CoreError> {
+        self.init_routing();
         self.store.campaign_all();
         self.persist_pd();
         self.run_rounds().await?;
@@ -192,6 +240,7 @@ impl CoreLoop {
                     reply_to.send_frame(frame);
                 }
             }
+            Event::CrossCore(CrossCore::Regions(regions)) => self.learn_regions(regions),
             Event::PdWritten { version, outcome } => {
                 let released = match self.pd.as_mut() {
                     Some(pd) => pd.on_written(version, outcome),
@@ -259,11 +308,7 @@ impl CoreLoop {
             _ => {}
         }
         let owner = owning_core(request.region_id, self.cores);
-        let known = self
-            .meta
-            .regions
-            .iter()
-            .any(|r| r.id == request.region_id.0);
+        let known = self.routing.contains_key(&request.region_id);
         if owner != self.core && known {
             return self.forward(origin, owner, request);
         }
@@ -369,6 +414,8 @@ impl CoreLoop {
                     &taken.data,
                 )?;
             }
+            let changed = self.store.take_changed_regions();
+            self.on_regions_changed(changed);
         }
         Ok(())
     }
@@ -481,13 +528,11 @@ impl CoreLoop {
 
     fn routing_table(&self) -> ClientReply {
         let regions = self
-            .meta
-            .regions(std::path::Path::new("."))
-            .unwrap_or_default()
-            .into_iter()
+            .routing
+            .values()
             .map(|region| {
                 let leader = self.store.raft(region.id).and_then(|c| c.leader());
-                describe(&region, leader)
+                describe(region, leader)
             })
             .collect();
         let stores = self

@@ -12,6 +12,8 @@ use glommio::channels::shared_channel::{
 };
 use tessera_transport::client::ClientRequest;
 
+use crate::region::Region;
+
 use super::core::{Event, Inbox};
 
 /// Messages in flight between two cores, at most this many per direction.
@@ -27,6 +29,9 @@ pub enum CrossCore {
     },
     /// The encoded response frame for the request the receiver forwarded as `token`.
     Reply { token: u64, frame: Vec<u8> },
+    /// The sender's Regions that changed (split, or recovered at startup), for the
+    /// receiver's routing table.
+    Regions(Vec<Region>),
 }
 
 /// One core's ends of the mesh, before they are connected on its executor.
@@ -59,6 +64,11 @@ pub struct Links {
 }
 
 impl Links {
+    /// The cores this core can send to.
+    pub fn cores(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.senders.len()).filter(|c| self.senders[*c].is_some())
+    }
+
     /// Sends without waiting. False when the channel is full or closed, or `to_core` is this
     /// core or out of range.
     pub fn try_send(&self, to_core: usize, message: CrossCore) -> bool {

@@ -95,6 +95,18 @@ pub fn write(
     Ok(())
 }
 
+/// The Regions that have a snapshot file in `dir`.
+///
+/// # Errors
+/// When the directory cannot be read.
+pub fn regions(dir: &Path) -> Result<Vec<RegionId>, String> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let newest = newest_snapshots(dir).map_err(|e| e.to_string())?;
+    Ok(newest.into_iter().map(|(id, _)| id.region).collect())
+}
+
 /// The newest snapshot of `region`, if any.
 ///
 /// # Errors
