@@ -120,8 +120,6 @@ impl Cluster {
     }
 
     fn request(&mut self, node: NodeId, region: RegionId, mode: Mode, op: KvOp) -> KvResult {
-        let token = self.next_token;
-        self.next_token += 1;
         let request = KvRequest {
             namespace: "test".into(),
             mode,
@@ -129,10 +127,23 @@ impl Cluster {
             epoch: RegionEpoch::default(),
             op,
         };
+        let token = self.send(node, request);
+        self.wait(token)
+    }
+
+    /// Hands a request to `node` without running any round.
+    fn send(&mut self, node: NodeId, request: KvRequest) -> Token {
+        let token = self.next_token;
+        self.next_token += 1;
         self.stores
             .get_mut(&node)
             .unwrap()
             .on_request(token, request);
+        token
+    }
+
+    /// Runs rounds and ticks until `token` is answered.
+    fn wait(&mut self, token: Token) -> KvResult {
         for _ in 0..100 {
             self.run_rounds(50);
             if let Some(reply) = self.replies.remove(&token) {
@@ -284,8 +295,6 @@ impl Cluster {
     }
 
     fn submit_at(&mut self, node: NodeId, region: RegionId, epoch: RegionEpoch, op: KvOp) -> Token {
-        let token = self.next_token;
-        self.next_token += 1;
         let request = KvRequest {
             namespace: "test".into(),
             mode: Mode::Strong,
@@ -293,22 +302,7 @@ impl Cluster {
             epoch,
             op,
         };
-        self.stores
-            .get_mut(&node)
-            .unwrap()
-            .on_request(token, request);
-        token
-    }
-
-    fn wait(&mut self, token: Token) -> KvResult {
-        for _ in 0..100 {
-            self.run_rounds(50);
-            if let Some(reply) = self.replies.remove(&token) {
-                return reply;
-            }
-            self.tick(1);
-        }
-        panic!("request {token} not answered within 100 ticks");
+        self.send(node, request)
     }
 }
 
