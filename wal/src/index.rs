@@ -6,8 +6,9 @@
 //! after a restart is the state before it by construction.
 //!
 //! Invariants of each [`RegionLog`] (checked by [`MemIndex::invariants`]):
-//! 1. `entries[k]` has index `mark_index + 1 + k` (the deque is dense and starts right after
-//!    the compaction mark).
+//! 1. `entries[k]` has index `entries_start + k` (the deque is dense), and
+//!    `entries_start == mark_index + 1` whenever entries are stored, except during a replay
+//!    after a purged prefix (see [`RegionLog`]).
 //! 2. Terms never decrease along `entries`, and the first entry's term is at least
 //!    `mark_term`.
 //!
@@ -35,18 +36,37 @@ struct EntryMeta {
 }
 
 /// What the WAL holds for one Region.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The compaction mark is always exact: the checkpoint at the start of every segment repeats
+/// it, and every later Compact and InstallSnapshot record is replayed. The stored entries may
+/// not be: after a purged prefix, replay only sees the entries written into the surviving
+/// segments. Because an append at `j` drops every entry above `j`, the entries of a log were
+/// written in index order, so the ones replay sees are always a suffix of the Region's log.
+/// While replaying, that suffix may start past `mark + 1` (`entries_start > mark + 1`: a
+/// hole whose entries were in purged segments); by the end of the replay a later compaction,
+/// snapshot install or overwriting append must have closed the hole, else entries the Region
+/// needs were lost (see [`MemIndex::finish_replay`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionLog {
     mark_index: LogIndex,
     mark_term: Term,
+    /// The index of `entries[0]`: `mark_index + 1`, except during a replay after a purged
+    /// prefix, when it may be higher (a hole).
+    entries_start: LogIndex,
     entries: VecDeque<EntryMeta>,
     hard_state: Option<HardState>,
-    /// Set while replaying after a purged prefix, between a Region's first entries (whose
-    /// predecessors were purged) and the compaction mark that covers those predecessors.
-    provisional: bool,
-    /// While provisional: the highest compaction mark seen below the provisional mark. It
-    /// becomes the real mark once replay re-supplies the entries right after it.
-    floor: Option<(LogIndex, Term)>,
+}
+
+impl Default for RegionLog {
+    fn default() -> RegionLog {
+        RegionLog {
+            mark_index: LogIndex(0),
+            mark_term: Term(0),
+            entries_start: LogIndex(1),
+            entries: VecDeque::new(),
+            hard_state: None,
+        }
+    }
 }
 
 impl RegionLog {
@@ -57,7 +77,10 @@ impl RegionLog {
 
     /// The last stored index, or the compaction mark when no entries are stored.
     pub fn last_index(&self) -> LogIndex {
-        LogIndex(self.mark_index.0 + self.entries.len() as u64)
+        if self.entries.is_empty() {
+            return self.mark_index;
+        }
+        LogIndex(self.entries_start.0 + self.entries.len() as u64 - 1)
     }
 
     /// The compaction mark: entries up to it are covered by a snapshot.
@@ -88,14 +111,22 @@ impl RegionLog {
         self.entries.front().map(|meta| meta.location.segment)
     }
 
+    /// True when entries above the mark are missing before the first stored one.
+    fn has_hole(&self) -> bool {
+        !self.entries.is_empty() && self.entries_start > self.mark_index.next()
+    }
+
     fn slot(&self, index: LogIndex) -> Option<usize> {
-        if index <= self.mark_index {
+        if index <= self.mark_index || index < self.entries_start {
             return None;
         }
-        let k = (index.0 - self.mark_index.0 - 1) as usize;
+        let k = (index.0 - self.entries_start.0) as usize;
         (k < self.entries.len()).then_some(k)
     }
 
+    /// Stores `entries` (dense, ascending), dropping every stored entry at or above the
+    /// first one; entries at or below the mark are ignored. `after_purge` tolerates a hole
+    /// before them when nothing is stored (see the type docs).
     fn append(
         &mut self,
         entries: &[EntryView<'_>],
@@ -103,30 +134,6 @@ impl RegionLog {
         body_offset: u64,
         after_purge: bool,
     ) -> Result<(), String> {
-        let Some(first) = entries.first() else {
-            return Ok(());
-        };
-        let restart_provisional = self.provisional && first.index <= self.mark_index;
-        if let Some((floor_index, floor_term)) = self.floor {
-            if restart_provisional && first.index <= floor_index.next() {
-                self.entries.clear();
-                self.mark_index = floor_index;
-                self.mark_term = floor_term;
-                self.provisional = false;
-                self.floor = None;
-                return self.append(entries, segment, body_offset, after_purge);
-            }
-        }
-        let starts_after_hole = first.index > self.last_index().next() && self.entries.is_empty();
-        if restart_provisional || (after_purge && starts_after_hole) {
-            // Replaying from a purged prefix: the entries before these were in purged
-            // segments, so a mark covering them comes later in the replay (checked by
-            // `MemIndex::finish_replay`). Until then the log starts here.
-            self.entries.clear();
-            self.mark_index = first.index.prev();
-            self.mark_term = first.term;
-            self.provisional = true;
-        }
         let live: Vec<&EntryView<'_>> = entries
             .iter()
             .filter(|view| view.index > self.mark_index)
@@ -134,14 +141,27 @@ impl RegionLog {
         let Some(first) = live.first() else {
             return Ok(());
         };
-        if first.index > self.last_index().next() {
+        if first.index < self.entries_start || self.entries.is_empty() {
+            // Overwrites everything stored (or nothing is stored): the log restarts here.
+            // Below `entries_start` only during a replay with a hole: the append drops the
+            // whole stored suffix.
+            if first.index > self.mark_index.next() && !after_purge {
+                return Err(format!(
+                    "entries start at {} but the last index is {}: a gap",
+                    first.index,
+                    self.last_index()
+                ));
+            }
+            self.entries.clear();
+            self.entries_start = first.index;
+        } else if first.index > self.last_index().next() {
             return Err(format!(
                 "entries start at {} but the last index is {}: a gap",
                 first.index,
                 self.last_index()
             ));
         }
-        let keep = (first.index.0 - self.mark_index.0 - 1) as usize;
+        let keep = (first.index.0 - self.entries_start.0) as usize;
         self.entries.truncate(keep);
         if let Some(previous) = self.entries.back() {
             if previous.term > first.term {
@@ -159,37 +179,38 @@ impl RegionLog {
         Ok(())
     }
 
-    /// Log compaction: drops entries up to `index`, keeps later ones.
+    /// Log compaction: drops entries up to `index`, keeps later ones. A mark at or below
+    /// the current one changes nothing.
     fn compact(&mut self, index: LogIndex, term: Term) {
-        if self.provisional && index < self.mark_index {
-            // The entries between `index` and the provisional mark must be rewritten later in
-            // the replay (else their segment could not have been purged); remember the mark.
-            if self.floor.is_none_or(|(floor, _)| floor < index) {
-                self.floor = Some((index, term));
-            }
+        if index <= self.mark_index {
             return;
         }
-        if index < self.mark_index || (index == self.mark_index && !self.provisional) {
-            return;
-        }
-        let covered = ((index.0 - self.mark_index.0) as usize).min(self.entries.len());
+        let covered = if index < self.entries_start {
+            0
+        } else {
+            ((index.0 - self.entries_start.0 + 1) as usize).min(self.entries.len())
+        };
         self.entries.drain(..covered);
-        self.mark_index = index;
-        self.mark_term = term;
-        self.provisional = false;
-        self.floor = None;
+        self.set_mark(index, term);
     }
 
-    /// Snapshot installation: drops every entry and moves the mark to `index`.
+    /// Snapshot installation: drops every entry and moves the mark to `index`, unless the
+    /// mark is already there or past it.
     fn install_snapshot(&mut self, index: LogIndex, term: Term) {
-        if index <= self.mark_index && !self.provisional {
+        if index <= self.mark_index {
             return;
         }
         self.entries.clear();
+        self.set_mark(index, term);
+    }
+
+    /// Moves the mark up, after the entries it covers were dropped.
+    fn set_mark(&mut self, index: LogIndex, term: Term) {
         self.mark_index = index;
         self.mark_term = term;
-        self.provisional = false;
-        self.floor = None;
+        if self.entries.is_empty() || self.entries_start <= index {
+            self.entries_start = index.next();
+        }
     }
 }
 
@@ -288,8 +309,8 @@ impl MemIndex {
     }
 
     /// Starts a replay from segment `first`. Replaying after a purged prefix (`first` is not
-    /// segment 1) tolerates a Region's entries starting past its last index, as long as a
-    /// compaction mark covering the hole arrives before [`MemIndex::finish_replay`].
+    /// segment 1) tolerates a Region's entries starting past its last index (a hole, see
+    /// [`RegionLog`]), as long as the hole is closed before [`MemIndex::finish_replay`].
     pub fn begin_replay(&mut self, first: SegmentSeq) {
         self.replaying_after_purge = first > SegmentSeq(1);
     }
@@ -297,21 +318,21 @@ impl MemIndex {
     /// Ends a replay.
     ///
     /// # Errors
-    /// A sentence naming a Region whose entries follow a purged hole that no compaction mark
-    /// covers: entries the Region needs were lost.
+    /// A sentence naming a Region whose stored entries follow a hole (entries above its
+    /// compaction mark that were in purged segments): entries the Region needs were lost.
     pub fn finish_replay(&mut self) -> Result<(), String> {
         self.replaying_after_purge = false;
-        let mut uncovered: Vec<(RegionId, LogIndex)> = self
+        let mut holes: Vec<(RegionId, LogIndex, LogIndex)> = self
             .regions
             .iter()
-            .filter(|(_, log)| log.provisional)
-            .map(|(region, log)| (*region, log.mark_index))
+            .filter(|(_, log)| log.has_hole())
+            .map(|(region, log)| (*region, log.mark_index.next(), log.entries_start.prev()))
             .collect();
-        uncovered.sort_unstable();
-        match uncovered.first() {
+        holes.sort_unstable();
+        match holes.first() {
             None => Ok(()),
-            Some((region, index)) => Err(format!(
-                "region {region}: entries up to {index} are in purged segments but no \
+            Some((region, low, high)) => Err(format!(
+                "region {region}: entries {low} to {high} are in purged segments but no \
                  compaction mark covers them"
             )),
         }
@@ -345,9 +366,25 @@ impl MemIndex {
     /// On the first violated invariant, naming the Region and index.
     pub fn invariants(&self) {
         for (region, log) in &self.regions {
-            let mut previous = log.mark_term;
+            assert!(
+                !log.has_hole() || self.replaying_after_purge,
+                "region {region}: entries start at {} after the mark {}",
+                log.entries_start,
+                log.mark_index
+            );
+            assert!(
+                log.entries_start > log.mark_index,
+                "region {region}: entries start at {} at or below the mark {}",
+                log.entries_start,
+                log.mark_index
+            );
+            let mut previous = if log.has_hole() {
+                Term(0)
+            } else {
+                log.mark_term
+            };
             for (k, meta) in log.entries.iter().enumerate() {
-                let index = log.mark_index.0 + 1 + k as u64;
+                let index = log.entries_start.0 + k as u64;
                 assert!(
                     meta.term >= previous,
                     "region {region}: term {:?} at index {index} below {previous:?}",
@@ -356,5 +393,105 @@ impl MemIndex {
                 previous = meta.term;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Replays of hand-made records, as `Wal::open` does after a purged prefix.
+
+    use tessera_core::{Entry, EntryKind};
+
+    use super::*;
+    use crate::format::{decode_body, encode_compact, encode_entries, RecordType};
+
+    const REGION: RegionId = RegionId(3);
+
+    fn entries(first: u64, last: u64, term: u64) -> Vec<u8> {
+        let entries: Vec<Entry> = (first..=last)
+            .map(|index| Entry {
+                term: Term(term),
+                index: LogIndex(index),
+                kind: EntryKind::Normal,
+                data: b"x".to_vec().into(),
+            })
+            .collect();
+        let mut body = Vec::new();
+        encode_entries(&mut body, REGION, &entries);
+        body
+    }
+
+    fn compact(index: u64, term: u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        encode_compact(&mut body, REGION, LogIndex(index), Term(term));
+        body
+    }
+
+    /// Replays `bodies` as consecutive records of one segment.
+    fn replay(index: &mut MemIndex, segment: u64, bodies: &[Vec<u8>]) -> Result<(), String> {
+        for (k, body) in bodies.iter().enumerate() {
+            let record = RecordView {
+                offset: 4096 * k as u64,
+                record_type: RecordType::Batch,
+                body,
+                items: decode_body(body).unwrap(),
+            };
+            index.apply_record(SegmentSeq(segment), &record)?;
+        }
+        Ok(())
+    }
+
+    fn state(index: &MemIndex) -> (LogIndex, LogIndex, LogIndex) {
+        let log = index.region(REGION).unwrap();
+        (log.compaction_mark().0, log.first_index(), log.last_index())
+    }
+
+    /// The history behind the recovery bug of foreign-term installs + purge: entries 1..5
+    /// lay in the purged segment 1; segment 2 holds a rewrite of 3 and then of 1.
+    #[test]
+    fn an_overwrite_below_a_purged_hole_closes_it() {
+        let mut index = MemIndex::new();
+        index.begin_replay(SegmentSeq(2));
+        replay(&mut index, 2, &[compact(0, 0), entries(3, 3, 1)]).unwrap();
+        assert_eq!(state(&index), (LogIndex(0), LogIndex(1), LogIndex(3)));
+        assert!(index.region(REGION).unwrap().term(LogIndex(1)).is_none());
+        replay(&mut index, 2, &[entries(1, 1, 1)]).unwrap();
+        index.finish_replay().unwrap();
+        index.invariants();
+        assert_eq!(state(&index), (LogIndex(0), LogIndex(1), LogIndex(1)));
+    }
+
+    #[test]
+    fn a_compaction_mark_over_a_purged_hole_closes_it() {
+        let mut index = MemIndex::new();
+        index.begin_replay(SegmentSeq(2));
+        replay(&mut index, 2, &[compact(4, 1), entries(9, 12, 2)]).unwrap();
+        // A mark below the hole's end leaves part of it open; one at its end closes it.
+        replay(&mut index, 2, &[compact(6, 2)]).unwrap();
+        assert!(index.region(REGION).unwrap().has_hole());
+        replay(&mut index, 2, &[compact(10, 2)]).unwrap();
+        index.finish_replay().unwrap();
+        index.invariants();
+        assert_eq!(state(&index), (LogIndex(10), LogIndex(11), LogIndex(12)));
+    }
+
+    #[test]
+    fn a_purged_hole_nothing_covers_is_reported_with_its_range() {
+        let mut index = MemIndex::new();
+        index.begin_replay(SegmentSeq(2));
+        replay(&mut index, 2, &[compact(4, 1), entries(9, 12, 2)]).unwrap();
+        let reason = index.finish_replay().unwrap_err();
+        assert!(reason.contains("region r3: entries i5 to i8"), "{reason}");
+    }
+
+    #[test]
+    fn a_gap_without_a_purged_prefix_is_an_error() {
+        let mut index = MemIndex::new();
+        index.begin_replay(SegmentSeq(1));
+        let reason = replay(&mut index, 1, &[entries(1, 2, 1), entries(5, 5, 1)]).unwrap_err();
+        assert!(reason.contains("a gap"), "{reason}");
+        let mut index = MemIndex::new();
+        let reason = replay(&mut index, 1, &[entries(4, 4, 1)]).unwrap_err();
+        assert!(reason.contains("a gap"), "{reason}");
     }
 }

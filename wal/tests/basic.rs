@@ -5,7 +5,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{assert_matches, entry, options, run, ModelLog};
-use tessera_wal::{HardState, LogBatch, LogIndex, NodeId, RegionId, Term, Wal, WalError};
+use tessera_wal::{
+    Entry, HardState, LogBatch, LogIndex, NodeId, RegionId, SegmentSeq, Term, Wal, WalError,
+};
 
 #[test]
 fn appends_are_readable_and_survive_reopen() {
@@ -130,4 +132,54 @@ fn compaction_lets_old_segments_be_purged_and_recovery_starts_from_a_checkpoint(
         assert_eq!(entries[9], entry(a, 600, 3, 500));
         wal.close().await.unwrap();
     });
+}
+
+/// Regression: a Region rewrote its log from below after a purge took the segment holding
+/// its first entries, while another Region's snapshot install of a foreign term freed the
+/// older segments. Recovery failed with "entries up to i0 are in purged segments but no
+/// compaction mark covers them".
+#[test]
+fn recovery_after_an_overwrite_below_purged_entries_and_a_foreign_snapshot_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(dir.path());
+    let (a, b) = (RegionId(1), RegionId(3));
+    run(async move {
+        let mut model: BTreeMap<RegionId, ModelLog> = BTreeMap::new();
+        let (wal, _) = Wal::open(options.clone()).await.unwrap();
+        // b's entries 1..5 go to segment 1; a fills a few segments after them.
+        let b_entries = (1..=5).map(|i| entry(b, i, 1, 10)).collect();
+        append_entries(&wal, &mut model, b, b_entries).await;
+        for index in 1..=300u64 {
+            append_entries(&wal, &mut model, a, vec![entry(a, index, 1, 500)]).await;
+        }
+        // b rewrites 3 (in a later segment), a installs a snapshot of a foreign term, then b
+        // rewrites its whole log from 1: no Region needs segment 1 any more.
+        append_entries(&wal, &mut model, b, vec![entry(b, 3, 1, 10)]).await;
+        let mut batch = LogBatch::new();
+        batch.install_snapshot(a, LogIndex(300), Term(2));
+        let a_log = model.get_mut(&a).unwrap();
+        a_log.install_snapshot(LogIndex(300), Term(2));
+        wal.append(batch).await.unwrap();
+        append_entries(&wal, &mut model, b, vec![entry(b, 1, 1, 10)]).await;
+        let purged = wal.purge().await.unwrap();
+        assert!(purged.contains(&SegmentSeq(1)), "{purged:?}");
+        assert_matches(&wal, &model);
+        wal.close().await.unwrap();
+        let (wal, report) = Wal::open(options).await.unwrap();
+        assert!(report.first_segment > SegmentSeq(1));
+        assert_matches(&wal, &model);
+        wal.close().await.unwrap();
+    });
+}
+
+async fn append_entries(
+    wal: &Wal,
+    model: &mut BTreeMap<RegionId, ModelLog>,
+    region: RegionId,
+    entries: Vec<Entry>,
+) {
+    model.entry(region).or_default().append(&entries);
+    let mut batch = LogBatch::new();
+    batch.add_entries(region, &entries);
+    wal.append(batch).await.unwrap();
 }
