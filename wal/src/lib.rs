@@ -9,6 +9,7 @@
 //! - `group_commit`: appends that arrive while a write is in flight go out together next;
 //! - [`index`]: where every stored entry lies, rebuilt on recovery;
 //! - [`scan`]: memory-mapped reading and the recovery rules, shared with the `tessera-wal` tool;
+//! - [`recovery`]: rebuilding the index from the segments, the read-only half of opening;
 //! - [`snapshot`]: durable snapshot files read through `memmap2`;
 //! - [`executor`]: building a glommio executor within the locked-memory limit.
 //!
@@ -54,6 +55,7 @@ mod group_commit;
 pub mod index;
 pub mod log_batch;
 pub mod options;
+pub mod recovery;
 pub mod scan;
 mod segment;
 pub mod snapshot;

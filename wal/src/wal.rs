@@ -30,7 +30,8 @@ use crate::group_commit::{self, Queue, WalStats};
 use crate::index::{EntryLocation, MemIndex, RegionLog};
 use crate::log_batch::LogBatch;
 use crate::options::WalOptions;
-use crate::scan::{self, TornTail};
+use crate::recovery::{self, Replayed};
+use crate::scan::TornTail;
 use crate::segment::{self, ActiveSegment};
 
 /// What `Wal::open` found on disk.
@@ -161,19 +162,7 @@ impl Wal {
             removed_temp_files: remove_temp_files(&dir)?,
             ..RecoveryReport::default()
         };
-        let mut index = MemIndex::new();
-        let first = scan::list_segments(&dir)?
-            .first()
-            .map_or(SegmentSeq(1), |s| s.seq);
-        index.begin_replay(first);
-        let scan = scan::scan_dir(&dir, |reader, record| {
-            index
-                .apply_record(reader.seq(), record)
-                .map_err(|reason| WalError::corruption(reader.seq(), record.offset, reason))
-        })?;
-        index
-            .finish_replay()
-            .map_err(|reason| WalError::corruption(first, 0, reason))?;
+        let Replayed { index, scan } = recovery::replay(&dir)?;
         let segment = match scan.segments.last() {
             None => {
                 let seq = SegmentSeq(1);
