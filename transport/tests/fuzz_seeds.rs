@@ -184,7 +184,7 @@ fn raft_batches() -> BTreeMap<&'static str, Vec<(RegionId, Message)>> {
 fn request(request_id: u64, mode: Mode, op: ClientOp) -> ClientRequest {
     ClientRequest {
         request_id,
-        namespace: if request_id % 2 == 0 {
+        namespace: if request_id.is_multiple_of(2) {
             String::new()
         } else {
             "app".to_string()
