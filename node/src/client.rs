@@ -431,7 +431,17 @@ impl Client {
             if started.elapsed() > self.options.request_timeout {
                 return Err(exhausted(attempt - 1, started, last));
             }
-            let region = self.region_for(key)?.clone();
+            let region = match self.region_for(key) {
+                Ok(region) => region.clone(),
+                Err(error) => {
+                    // A hole in a table that learned part of a split: ask again shortly.
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.options.backoff_max);
+                    self.refresh_routing()?;
+                    last = error.to_string();
+                    continue;
+                }
+            };
             let node = target
                 .or(region.leader)
                 .unwrap_or(region.peers[(attempt as usize) % region.peers.len()]);
@@ -462,7 +472,15 @@ impl Client {
                     | WireError::KeyNotInRegion { .. }
                     | WireError::RegionNotFound { .. }),
                 )) => {
+                    let before = self.regions.clone();
                     self.refresh_routing()?;
+                    if let WireError::StaleEpoch { regions } = &error {
+                        merge_newer(&mut self.regions, regions);
+                    }
+                    if self.regions == before {
+                        // The node we asked has not applied the change yet: give it time.
+                        std::thread::sleep(backoff);
+                    }
                     target = None;
                     error.to_string()
                 }
@@ -630,6 +648,29 @@ pub fn request_once(
     Connection::open(addr, &limits)?.exchange(addr, request, timeout, &limits)
 }
 
+/// Takes descriptors newer than the routing table's (from a `StaleEpoch` answer): each
+/// replaces its Region and every older Region it overlaps (which may leave a hole where a
+/// split created a Region the answer did not name; the next refresh fills it).
+fn merge_newer(table: &mut Vec<RegionDescriptor>, regions: &[RegionDescriptor]) {
+    for newer in regions {
+        let overlaps = |r: &RegionDescriptor| {
+            (newer.end_key.is_empty() || r.start_key < newer.end_key)
+                && (r.end_key.is_empty() || newer.start_key < r.end_key)
+        };
+        let replaced = |r: &RegionDescriptor| r.region_id == newer.region_id || overlaps(r);
+        if !table
+            .iter()
+            .filter(|r| replaced(r))
+            .all(|r| r.epoch.version <= newer.epoch.version)
+        {
+            continue;
+        }
+        table.retain(|r| !replaced(r));
+        table.push(newer.clone());
+    }
+    table.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+}
+
 fn exhausted(attempts: u32, started: Instant, last: String) -> ClientError {
     ClientError::RetriesExhausted {
         attempts,
@@ -661,5 +702,39 @@ fn cas_outcome(reply: Result<ClientReply, WireError>) -> Result<CasOutcome, Clie
             Ok(CasOutcome::Mismatch { current_version })
         }
         other => Err(unexpected(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &str, end: &str, version: u64) -> RegionDescriptor {
+        RegionDescriptor {
+            region_id: RegionId(id),
+            start_key: start.as_bytes().to_vec(),
+            end_key: end.as_bytes().to_vec(),
+            epoch: RegionEpoch {
+                version,
+                conf_version: 1,
+            },
+            peers: vec![NodeId(1)],
+            leader: None,
+        }
+    }
+
+    #[test]
+    fn a_newer_descriptor_replaces_what_it_overlaps_and_an_older_one_is_ignored() {
+        let mut table = vec![region(1, "", "m", 1), region(2, "m", "", 1)];
+        merge_newer(&mut table, &[region(2, "m", "t", 2)]);
+        assert_eq!(table, vec![region(1, "", "m", 1), region(2, "m", "t", 2)]);
+        merge_newer(&mut table, &[region(2, "m", "", 1)]);
+        assert_eq!(
+            table[1],
+            region(2, "m", "t", 2),
+            "an older descriptor changes nothing"
+        );
+        merge_newer(&mut table, &[region(4, "t", "", 2)]);
+        assert_eq!(table.len(), 3);
     }
 }
