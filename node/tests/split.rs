@@ -61,6 +61,8 @@ fn regions_past_the_threshold_split_while_a_client_keeps_writing_and_reading() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut writes_after_split: Option<u32> = None;
     let mut i = 0u64;
+    // For the report: when the data written passed the threshold, when a split was seen.
+    let (mut written_bytes, mut crossed, mut first_split) = (0usize, None, None);
     // Keys in both first Regions (below and above "m"), so both cores split.
     while writes_after_split != Some(0) {
         assert!(
@@ -72,6 +74,10 @@ fn regions_past_the_threshold_split_while_a_client_keeps_writing_and_reading() {
         let key = format!("{prefix}-{:06}", (i * 7919) % 1_000_000).into_bytes();
         let value = format!("value-{i:06}-{}", "x".repeat(90)).into_bytes();
         attempts += 1;
+        written_bytes += key.len() + 1 + value.len();
+        if crossed.is_none() && written_bytes / 2 >= 48 << 10 {
+            crossed = Some(Instant::now());
+        }
         match writer.put(&key, &value, Mode::Raw) {
             Ok(_) => {
                 acked.insert(key.clone(), value.clone());
@@ -91,6 +97,9 @@ fn regions_past_the_threshold_split_while_a_client_keeps_writing_and_reading() {
         i += 1;
         if writes_after_split.is_none() && i.is_multiple_of(50) {
             writer.refresh_routing().unwrap();
+            if first_split.is_none() && writer.routing().0.len() > 2 {
+                first_split = Some(Instant::now());
+            }
             if writer.routing().0.len() >= 4 {
                 writes_after_split = Some(300);
             }
@@ -100,6 +109,15 @@ fn regions_past_the_threshold_split_while_a_client_keeps_writing_and_reading() {
         }
     }
     let success = 1.0 - failures.len() as f64 / f64::from(attempts);
+    let (crossed, first_split) = (crossed.unwrap(), first_split.unwrap());
+    eprintln!(
+        "split under load: first split seen {} ms after the data passed the threshold; \
+         {attempts} writes, {} failed ({:.2}% success), {} regions",
+        first_split.saturating_duration_since(crossed).as_millis(),
+        failures.len(),
+        success * 100.0,
+        writer.routing().0.len()
+    );
     assert!(
         success >= 0.99,
         "{} of {attempts} writes failed: {:?}",
