@@ -143,11 +143,6 @@ impl<W> PdHost<W> {
         }
         released
     }
-
-    /// The node this driver runs on (for messages).
-    pub fn placement(&self) -> &Placement {
-        &self.placement
-    }
 }
 
 /// Who hosts the driver, for the error a store gets when it asks the wrong node.
