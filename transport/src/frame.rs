@@ -33,6 +33,8 @@ pub enum FrameType {
     ClientRequest,
     /// A `tessera.client.ClientResponse`.
     ClientResponse,
+    /// A `tessera.raft.SnapshotChunk`: a piece of a snapshot too large for one `RaftBatch`.
+    SnapshotChunk,
 }
 
 impl FrameType {
@@ -43,6 +45,7 @@ impl FrameType {
             FrameType::RaftBatch => 2,
             FrameType::ClientRequest => 3,
             FrameType::ClientResponse => 4,
+            FrameType::SnapshotChunk => 5,
         }
     }
 
@@ -56,6 +59,7 @@ impl FrameType {
             2 => Ok(FrameType::RaftBatch),
             3 => Ok(FrameType::ClientRequest),
             4 => Ok(FrameType::ClientResponse),
+            5 => Ok(FrameType::SnapshotChunk),
             _ => Err(TransportError::UnknownFrameType { code }),
         }
     }
@@ -67,6 +71,7 @@ impl FrameType {
             FrameType::RaftBatch => "RaftBatch",
             FrameType::ClientRequest => "ClientRequest",
             FrameType::ClientResponse => "ClientResponse",
+            FrameType::SnapshotChunk => "SnapshotChunk",
         }
     }
 }

@@ -66,6 +66,7 @@ pub mod limits;
 pub mod net;
 pub mod outbound;
 pub mod raft_codec;
+pub mod snapshot_chunk;
 mod verify;
 
 pub use client::{

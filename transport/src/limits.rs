@@ -41,10 +41,13 @@ pub struct DecodeLimits {
     /// Largest term a Raft message may carry. Real terms never come near it; it keeps a node
     /// that adopts a peer's term able to campaign (term + 1) without overflowing.
     pub term_max: u64,
+    /// Largest snapshot reassembled from `SnapshotChunk` frames, in bytes. A receiver holds
+    /// at most one partial snapshot per connection, growing with the chunks that arrived.
+    pub snapshot_bytes_max: u64,
 }
 
 impl DecodeLimits {
-    /// The default frame limit: 16 MiB, which also caps a snapshot sent in one message.
+    /// The default frame limit: 16 MiB. Larger snapshots travel as `SnapshotChunk` frames.
     pub const FRAME_BYTES_MAX_DEFAULT: u32 = 16 << 20;
 
     /// The FlatBuffers verifier options these limits imply.
@@ -81,6 +84,7 @@ impl Default for DecodeLimits {
             stores_max: 1024,
             text_bytes_max: 4096,
             term_max: tessera_core::Term::MAX_ACCEPTED.get(),
+            snapshot_bytes_max: 4 << 30,
         }
     }
 }

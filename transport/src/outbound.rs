@@ -15,6 +15,7 @@ use std::time::Duration;
 use tessera_core::{Message, NodeId, RegionId};
 
 use crate::raft_codec::MESSAGE_OVERHEAD_BYTES;
+use crate::snapshot_chunk::is_streamed;
 use crate::{CoreId, TransportError};
 
 /// Bounds of one destination's queue and of the frames built from it.
@@ -28,6 +29,9 @@ pub struct OutboundLimits {
     pub batch_messages_max: usize,
     /// Most estimated bytes in one frame; keep it well below the receivers' `frame_bytes_max`.
     pub batch_bytes_max: usize,
+    /// Snapshots with more data than this are streamed as `SnapshotChunk` frames of at most
+    /// this many data bytes, instead of travelling inside a batch. At most `batch_bytes_max`.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for OutboundLimits {
@@ -37,6 +41,7 @@ impl Default for OutboundLimits {
             queue_bytes_max: 64 << 20,
             batch_messages_max: 1024,
             batch_bytes_max: 8 << 20,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 }
@@ -68,8 +73,16 @@ impl OutboundQueue {
     /// # Errors
     /// [`TransportError::MessageTooLarge`] when the message alone exceeds `batch_bytes_max`;
     /// [`TransportError::QueueFull`] when a bound would be passed.
+    ///
+    /// A streamed snapshot (see [`is_streamed`]) counts as one chunk: its data is shared, not
+    /// copied, and leaves a chunk at a time.
     pub fn push(&mut self, region_id: RegionId, message: Message) -> Result<(), TransportError> {
-        let size_bytes = message.body.size_bytes() + MESSAGE_OVERHEAD_BYTES;
+        let chunk_bytes = self.limits.snapshot_chunk_bytes;
+        let size_bytes = if is_streamed(&message, chunk_bytes) {
+            chunk_bytes + MESSAGE_OVERHEAD_BYTES
+        } else {
+            message.body.size_bytes() + MESSAGE_OVERHEAD_BYTES
+        };
         if size_bytes > self.limits.batch_bytes_max {
             return Err(TransportError::MessageTooLarge {
                 region_id,
@@ -195,6 +208,7 @@ mod tests {
             queue_bytes_max: 10_000,
             batch_messages_max: 4,
             batch_bytes_max: 1_000,
+            snapshot_chunk_bytes: 900,
         }
     }
 
@@ -226,8 +240,20 @@ mod tests {
         queue.push(RegionId(1), heartbeat()).unwrap();
         queue.push(RegionId(2), snapshot_of(850)).unwrap();
         queue.push(RegionId(3), heartbeat()).unwrap();
+        let mut append = heartbeat();
+        append.body = MessageBody::AppendEntries {
+            prev_log_index: tessera_core::LogIndex(1),
+            prev_log_term: Term(1),
+            entries: vec![tessera_core::Entry {
+                term: Term(1),
+                index: tessera_core::LogIndex(2),
+                kind: tessera_core::EntryKind::Normal,
+                data: Payload::from(vec![0; 1_000]),
+            }],
+            leader_commit: tessera_core::LogIndex(1),
+        };
         assert!(matches!(
-            queue.push(RegionId(4), snapshot_of(1_000)),
+            queue.push(RegionId(4), append),
             Err(TransportError::MessageTooLarge { .. })
         ));
         let regions = |batch: Vec<(RegionId, Message)>| -> Vec<u64> {
@@ -237,6 +263,20 @@ mod tests {
         assert_eq!(regions(queue.take_batch()), vec![2]);
         assert_eq!(regions(queue.take_batch()), vec![3]);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_streamed_snapshot_counts_as_one_chunk_whatever_its_size() {
+        let mut queue = OutboundQueue::new(NodeId(2), CoreId(0), limits());
+        queue.push(RegionId(1), snapshot_of(50_000)).unwrap();
+        assert_eq!(queue.queued_bytes(), 900 + MESSAGE_OVERHEAD_BYTES);
+        queue.push(RegionId(2), heartbeat()).unwrap();
+        assert_eq!(
+            queue.take_batch().len(),
+            1,
+            "a chunk-sized item fills a batch"
+        );
+        assert_eq!(queue.take_batch().len(), 1);
     }
 
     #[test]

@@ -237,7 +237,23 @@ fn encode_snapshot<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     snapshot: &Snapshot,
 ) -> WIPOffset<fb::Snapshot<'a>> {
-    let conf = &snapshot.metadata.conf_state;
+    let metadata = encode_snapshot_metadata(fbb, &snapshot.metadata);
+    let data = fbb.create_vector(snapshot.data.as_slice());
+    fb::Snapshot::create(
+        fbb,
+        &fb::SnapshotArgs {
+            metadata: Some(metadata),
+            data: Some(data),
+        },
+    )
+}
+
+/// A snapshot's index, term and configuration (shared with `SnapshotChunk`).
+pub(crate) fn encode_snapshot_metadata<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    metadata: &SnapshotMetadata,
+) -> WIPOffset<fb::SnapshotMetadata<'a>> {
+    let conf = &metadata.conf_state;
     let voters: Vec<u64> = conf.voters.iter().map(|id| id.get()).collect();
     let learners: Vec<u64> = conf.learners.iter().map(|id| id.get()).collect();
     let voters = fbb.create_vector(&voters);
@@ -249,20 +265,12 @@ fn encode_snapshot<'a>(
             learners: Some(learners),
         },
     );
-    let metadata = fb::SnapshotMetadata::create(
+    fb::SnapshotMetadata::create(
         fbb,
         &fb::SnapshotMetadataArgs {
-            index: snapshot.metadata.index.get(),
-            term: snapshot.metadata.term.get(),
+            index: metadata.index.get(),
+            term: metadata.term.get(),
             conf_state: Some(conf_state),
-        },
-    );
-    let data = fbb.create_vector(snapshot.data.as_slice());
-    fb::Snapshot::create(
-        fbb,
-        &fb::SnapshotArgs {
-            metadata: Some(metadata),
-            data: Some(data),
         },
     )
 }
@@ -517,12 +525,27 @@ fn decode_snapshot(
     term: Term,
     limits: &DecodeLimits,
 ) -> Result<Snapshot, TransportError> {
-    let metadata = snapshot
-        .metadata()
-        .ok_or_else(|| TransportError::invalid(FRAME, "snapshot.metadata", "missing"))?;
+    let metadata = decode_snapshot_metadata(FRAME, snapshot.metadata(), term, limits)?;
+    let data = snapshot.data().map(|v| v.bytes()).unwrap_or_default();
+    Ok(Snapshot {
+        metadata,
+        data: Payload::from(data),
+    })
+}
+
+/// Checks 4 of the module documentation, for a snapshot in a message of `term` (shared with
+/// `SnapshotChunk`, whose errors name `frame`).
+pub(crate) fn decode_snapshot_metadata(
+    frame: &'static str,
+    metadata: Option<fb::SnapshotMetadata<'_>>,
+    term: Term,
+    limits: &DecodeLimits,
+) -> Result<SnapshotMetadata, TransportError> {
+    let metadata =
+        metadata.ok_or_else(|| TransportError::invalid(frame, "snapshot.metadata", "missing"))?;
     if metadata.index() == 0 || metadata.term() == 0 || Term(metadata.term()) > term {
         return Err(TransportError::invalid(
-            FRAME,
+            frame,
             "snapshot.metadata",
             format!(
                 "index {} term {} in a message of {term}",
@@ -533,39 +556,35 @@ fn decode_snapshot(
     }
     let conf = metadata
         .conf_state()
-        .ok_or_else(|| TransportError::invalid(FRAME, "snapshot.conf_state", "missing"))?;
-    let conf_state = decode_conf_state(conf, limits)?;
-    let data = snapshot.data().map(|v| v.bytes()).unwrap_or_default();
-    Ok(Snapshot {
-        metadata: SnapshotMetadata {
-            index: LogIndex(metadata.index()),
-            term: Term(metadata.term()),
-            conf_state,
-        },
-        data: Payload::from(data),
+        .ok_or_else(|| TransportError::invalid(frame, "snapshot.conf_state", "missing"))?;
+    Ok(SnapshotMetadata {
+        index: LogIndex(metadata.index()),
+        term: Term(metadata.term()),
+        conf_state: decode_conf_state(frame, conf, limits)?,
     })
 }
 
 fn decode_conf_state(
+    frame: &'static str,
     conf: fb::ConfState<'_>,
     limits: &DecodeLimits,
 ) -> Result<ConfState, TransportError> {
     let voters = conf.voters().unwrap_or_default();
     let learners = conf.learners().unwrap_or_default();
     TransportError::check_count(
-        FRAME,
+        frame,
         "conf_state members",
         voters.len() + learners.len(),
         limits.conf_members_max,
     )?;
-    let voters = sorted_node_ids("conf_state.voters", voters)?;
-    let learners = sorted_node_ids("conf_state.learners", learners)?;
+    let voters = sorted_node_ids(frame, "conf_state.voters", voters)?;
+    let learners = sorted_node_ids(frame, "conf_state.learners", learners)?;
     if voters.is_empty() {
-        return Err(TransportError::invalid(FRAME, "conf_state.voters", "empty"));
+        return Err(TransportError::invalid(frame, "conf_state.voters", "empty"));
     }
     if let Some(both) = learners.iter().find(|id| voters.binary_search(id).is_ok()) {
         return Err(TransportError::invalid(
-            FRAME,
+            frame,
             "conf_state.learners",
             format!("{both} is also a voter"),
         ));
@@ -575,15 +594,16 @@ fn decode_conf_state(
 
 /// Node ids, none 0, strictly increasing.
 fn sorted_node_ids(
+    frame: &'static str,
     field: &'static str,
     raw: Vector<'_, u64>,
 ) -> Result<Vec<NodeId>, TransportError> {
     let mut ids: Vec<NodeId> = Vec::with_capacity(raw.len());
     for value in raw.iter() {
-        let id = node_id(FRAME, field, value)?;
+        let id = node_id(frame, field, value)?;
         if ids.last().is_some_and(|last| *last >= id) {
             return Err(TransportError::invalid(
-                FRAME,
+                frame,
                 field,
                 "not sorted or has duplicates",
             ));

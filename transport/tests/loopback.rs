@@ -84,19 +84,19 @@ fn start_receiver(
     })
 }
 
-/// Node 2's core 0: sends one round of messages to node 1 each time `rounds` yields a number,
-/// and reports its connect failures on `failures`.
+/// Node 2's core 0: queues each set of messages `rounds` yields for node 1 in one go, and
+/// reports its connect failures on `failures`.
 fn start_sender(
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    rounds: mpsc::Receiver<u64>,
+    rounds: mpsc::Receiver<Vec<(RegionId, Message)>>,
     failures: mpsc::Sender<u64>,
 ) -> std::thread::JoinHandle<()> {
     spawn_executor("sender", stop, move || async move {
         let peer = PeerSender::spawn(Rc::new(config(2)), NodeId(1), CoreId(0), addr);
         loop {
             if let Ok(round) = rounds.try_recv() {
-                for (region, message) in round_messages(round) {
+                for (region, message) in round {
                     peer.send(region, message).expect("queue has room");
                 }
             }
@@ -249,7 +249,7 @@ fn peers_exchange_batches_and_bad_connections_are_closed_without_harm() {
     let (failures_tx, _failures_rx) = mpsc::channel();
     let sender = start_sender(addr, stop.clone(), rounds_rx, failures_tx);
 
-    rounds_tx.send(1).unwrap();
+    rounds_tx.send(round_messages(1)).unwrap();
     let (messages, frames) = receive(&batches_rx, 100);
     assert_eq!(messages, round_messages(1));
     assert!(
@@ -259,7 +259,7 @@ fn peers_exchange_batches_and_bad_connections_are_closed_without_harm() {
 
     send_bad_inputs(addr);
 
-    rounds_tx.send(2).unwrap();
+    rounds_tx.send(round_messages(2)).unwrap();
     let (messages, _) = receive(&batches_rx, 100);
     assert_eq!(messages, round_messages(2));
 
@@ -279,7 +279,7 @@ fn sender_reconnects_with_backoff_when_the_listener_comes_late() {
     let (rounds_tx, rounds_rx) = mpsc::channel();
     let (failures_tx, failures_rx) = mpsc::channel();
     let sender = start_sender(addr, stop.clone(), rounds_rx, failures_tx);
-    rounds_tx.send(4).unwrap();
+    rounds_tx.send(round_messages(4)).unwrap();
     let deadline = Instant::now() + DEADLINE;
     while failures_rx.recv_timeout(DEADLINE).expect("sender alive") < 2 {
         assert!(Instant::now() < deadline, "sender never failed to connect");
@@ -291,6 +291,77 @@ fn sender_reconnects_with_backoff_when_the_listener_comes_late() {
     bound_rx.recv_timeout(DEADLINE).expect("receiver bound");
     let (messages, _) = receive(&batches_rx, 100);
     assert_eq!(messages, round_messages(4));
+
+    stop.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
+    sender.join().unwrap();
+}
+
+/// A snapshot of 40 MiB — more than two frames' worth (`frame_bytes_max` is 16 MiB) — arrives
+/// whole, as one `InstallSnapshot`, streamed in 1 MiB chunks; a heartbeat queued right after
+/// it is not stuck behind it.
+#[test]
+fn a_snapshot_larger_than_a_frame_is_streamed_in_chunks_and_arrives_whole() {
+    init_logs();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bound_tx, bound_rx) = mpsc::channel();
+    let (batches_tx, batches_rx) = mpsc::channel();
+    let receiver = start_receiver(
+        "127.0.0.1:0".parse().unwrap(),
+        stop.clone(),
+        bound_tx,
+        batches_tx,
+    );
+    let addr = bound_rx.recv_timeout(DEADLINE).expect("receiver bound");
+    let (rounds_tx, rounds_rx) = mpsc::channel();
+    let (failures_tx, _failures_rx) = mpsc::channel();
+    let sender = start_sender(addr, stop.clone(), rounds_rx, failures_tx);
+
+    let bytes = 40 << 20;
+    assert!(bytes > tessera_transport::DecodeLimits::default().frame_bytes_max as usize * 2);
+    let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    let snapshot = Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: Term(3),
+        body: MessageBody::InstallSnapshot {
+            snapshot: Snapshot {
+                metadata: SnapshotMetadata {
+                    index: LogIndex(500),
+                    term: Term(3),
+                    conf_state: ConfState::with_voters([NodeId(1), NodeId(2)]),
+                },
+                data: Payload::from(data),
+            },
+        },
+    };
+    let heartbeat = Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: Term(3),
+        body: MessageBody::Heartbeat {
+            commit: LogIndex(500),
+            read_context: 0,
+        },
+    };
+    rounds_tx
+        .send(vec![
+            (RegionId(1), snapshot.clone()),
+            (RegionId(2), heartbeat.clone()),
+        ])
+        .unwrap();
+    let (messages, frames) = receive(&batches_rx, 2);
+    assert_eq!(messages.len(), 2);
+    assert_eq!(
+        messages[0],
+        (RegionId(2), heartbeat),
+        "the heartbeat waits for no snapshot"
+    );
+    assert!(
+        messages[1] == (RegionId(1), snapshot),
+        "the reassembled snapshot differs from the one sent"
+    );
+    assert_eq!(frames, 2, "the handler saw the snapshot once, whole");
 
     stop.store(true, Ordering::Relaxed);
     receiver.join().unwrap();

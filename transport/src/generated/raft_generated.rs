@@ -2469,6 +2469,277 @@ impl ::core::fmt::Debug for RaftBatch<'_> {
       ds.finish()
   }
 }
+pub enum SnapshotChunkOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One piece of a snapshot too large for one RaftBatch frame (frame type SnapshotChunk, file
+/// identifier "TSNP"). The chunks of one snapshot travel in order on one connection, with
+/// `offset` counting the bytes of `data` sent before; other batches may come between them.
+/// The receiver hands Raft one InstallSnapshot message (from `from_node` to `to_node`, of
+/// `term`) once `total_bytes` have arrived.
+pub struct SnapshotChunk<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SnapshotChunk<'a> {
+  type Inner = SnapshotChunk<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SnapshotChunk<'a> {
+  pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FROM_NODE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FROM_CORE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TO_NODE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TO_CORE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_REGION_ID: ::flatbuffers::VOffsetT = 14;
+  pub const VT_TERM: ::flatbuffers::VOffsetT = 16;
+  pub const VT_METADATA: ::flatbuffers::VOffsetT = 18;
+  pub const VT_TOTAL_BYTES: ::flatbuffers::VOffsetT = 20;
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 22;
+  pub const VT_DATA: ::flatbuffers::VOffsetT = 24;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SnapshotChunk { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SnapshotChunkArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SnapshotChunk<'bldr>> {
+    let mut builder = SnapshotChunkBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    builder.add_total_bytes(args.total_bytes);
+    builder.add_term(args.term);
+    builder.add_region_id(args.region_id);
+    builder.add_to_node(args.to_node);
+    builder.add_from_node(args.from_node);
+    builder.add_cluster_id(args.cluster_id);
+    if let Some(x) = args.data { builder.add_data(x); }
+    if let Some(x) = args.metadata { builder.add_metadata(x); }
+    builder.add_to_core(args.to_core);
+    builder.add_from_core(args.from_core);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn cluster_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SnapshotChunk::VT_CLUSTER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn from_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SnapshotChunk::VT_FROM_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn from_core(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(SnapshotChunk::VT_FROM_CORE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SnapshotChunk::VT_TO_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to_core(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(SnapshotChunk::VT_TO_CORE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn region_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SnapshotChunk::VT_REGION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn term(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SnapshotChunk::VT_TERM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn metadata(&self) -> Option<SnapshotMetadata<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<SnapshotMetadata>>(SnapshotChunk::VT_METADATA, None)}
+  }
+  #[inline]
+  pub fn total_bytes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SnapshotChunk::VT_TOTAL_BYTES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SnapshotChunk::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn data(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(SnapshotChunk::VT_DATA, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SnapshotChunk<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
+     .visit_field::<u64>("from_node", Self::VT_FROM_NODE, false)?
+     .visit_field::<u32>("from_core", Self::VT_FROM_CORE, false)?
+     .visit_field::<u64>("to_node", Self::VT_TO_NODE, false)?
+     .visit_field::<u32>("to_core", Self::VT_TO_CORE, false)?
+     .visit_field::<u64>("region_id", Self::VT_REGION_ID, false)?
+     .visit_field::<u64>("term", Self::VT_TERM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<SnapshotMetadata>>("metadata", Self::VT_METADATA, false)?
+     .visit_field::<u64>("total_bytes", Self::VT_TOTAL_BYTES, false)?
+     .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SnapshotChunkArgs<'a> {
+    pub cluster_id: u64,
+    pub from_node: u64,
+    pub from_core: u32,
+    pub to_node: u64,
+    pub to_core: u32,
+    pub region_id: u64,
+    pub term: u64,
+    pub metadata: Option<::flatbuffers::WIPOffset<SnapshotMetadata<'a>>>,
+    pub total_bytes: u64,
+    pub offset: u64,
+    pub data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for SnapshotChunkArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SnapshotChunkArgs {
+      cluster_id: 0,
+      from_node: 0,
+      from_core: 0,
+      to_node: 0,
+      to_core: 0,
+      region_id: 0,
+      term: 0,
+      metadata: None,
+      total_bytes: 0,
+      offset: 0,
+      data: None,
+    }
+  }
+}
+
+pub struct SnapshotChunkBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SnapshotChunkBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_CLUSTER_ID, cluster_id, 0);
+  }
+  #[inline]
+  pub fn add_from_node(&mut self, from_node: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_FROM_NODE, from_node, 0);
+  }
+  #[inline]
+  pub fn add_from_core(&mut self, from_core: u32) {
+    self.fbb_.push_slot::<u32>(SnapshotChunk::VT_FROM_CORE, from_core, 0);
+  }
+  #[inline]
+  pub fn add_to_node(&mut self, to_node: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_TO_NODE, to_node, 0);
+  }
+  #[inline]
+  pub fn add_to_core(&mut self, to_core: u32) {
+    self.fbb_.push_slot::<u32>(SnapshotChunk::VT_TO_CORE, to_core, 0);
+  }
+  #[inline]
+  pub fn add_region_id(&mut self, region_id: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_REGION_ID, region_id, 0);
+  }
+  #[inline]
+  pub fn add_term(&mut self, term: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_TERM, term, 0);
+  }
+  #[inline]
+  pub fn add_metadata(&mut self, metadata: ::flatbuffers::WIPOffset<SnapshotMetadata<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<SnapshotMetadata>>(SnapshotChunk::VT_METADATA, metadata);
+  }
+  #[inline]
+  pub fn add_total_bytes(&mut self, total_bytes: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_TOTAL_BYTES, total_bytes, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: u64) {
+    self.fbb_.push_slot::<u64>(SnapshotChunk::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_data(&mut self, data: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SnapshotChunk::VT_DATA, data);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SnapshotChunkBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SnapshotChunkBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SnapshotChunk<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SnapshotChunk<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SnapshotChunk");
+      ds.field("cluster_id", &self.cluster_id());
+      ds.field("from_node", &self.from_node());
+      ds.field("from_core", &self.from_core());
+      ds.field("to_node", &self.to_node());
+      ds.field("to_core", &self.to_core());
+      ds.field("region_id", &self.region_id());
+      ds.field("term", &self.term());
+      ds.field("metadata", &self.metadata());
+      ds.field("total_bytes", &self.total_bytes());
+      ds.field("offset", &self.offset());
+      ds.field("data", &self.data());
+      ds.finish()
+  }
+}
 #[inline]
 /// Verifies that a buffer of bytes contains a `RaftBatch`
 /// and returns it.

@@ -1,8 +1,9 @@
 //! The inbound side: a listener per core whose connections each run a read loop.
 //!
 //! Each connection must open with a Hello from a peer of this cluster addressed to this node
-//! and core (within `handshake_timeout`); then every frame must be a `RaftBatch` whose header
-//! matches that Hello. Any framing, verification or semantic error closes that connection with
+//! and core (within `handshake_timeout`); then every frame must be a `RaftBatch` or a
+//! `SnapshotChunk` whose header matches that Hello (chunks are reassembled per connection, see
+//! [`crate::snapshot_chunk`]). Any framing, verification or semantic error closes that connection with
 //! a logged reason; the listener and the other connections carry on. At most
 //! `inbound_connections_max` connections are served at once; more are closed on accept.
 
@@ -15,6 +16,7 @@ use tracing::{debug, warn};
 use crate::net::framed::{accept_handshake, FrameReader};
 use crate::net::seam::{self, TcpListener, TcpStream};
 use crate::net::TransportConfig;
+use crate::snapshot_chunk::{decode_snapshot_chunk, SnapshotAssembler};
 use crate::{decode_raft_batch, FrameType, Hello, HelloRole, RaftBatchHeader, TransportError};
 
 /// Receives every verified batch. It runs on the listener's core, synchronously inside the
@@ -78,16 +80,29 @@ async fn read_peer(
             "a client on the peer port",
         ));
     }
+    let mut snapshots = SnapshotAssembler::default();
     while let Some(frame) = reader.next_frame().await? {
-        if frame.frame_type != FrameType::RaftBatch {
-            return Err(TransportError::UnexpectedFrame {
-                got: frame.frame_type.name(),
-                expected: "RaftBatch",
-            });
+        match frame.frame_type {
+            FrameType::RaftBatch => {
+                let (header, messages) = decode_raft_batch(&frame.payload, &config.limits)?;
+                check_header(&header, &hello, config)?;
+                handler(header, messages);
+            }
+            FrameType::SnapshotChunk => {
+                let chunk = decode_snapshot_chunk(&frame.payload, &config.limits)?;
+                check_header(&chunk.header, &hello, config)?;
+                let header = chunk.header;
+                if let Some(message) = snapshots.push(chunk)? {
+                    handler(header, vec![message]);
+                }
+            }
+            other => {
+                return Err(TransportError::UnexpectedFrame {
+                    got: other.name(),
+                    expected: "RaftBatch or SnapshotChunk",
+                })
+            }
         }
-        let (header, messages) = decode_raft_batch(&frame.payload, &config.limits)?;
-        check_header(&header, &hello, config)?;
-        handler(header, messages);
     }
     Ok(())
 }

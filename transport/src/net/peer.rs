@@ -15,15 +15,17 @@
 //! the task.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use tessera_core::{Message, NodeId, RegionId};
+use tessera_core::{Message, MessageBody, NodeId, RegionId};
 use tracing::{debug, warn};
 
 use crate::net::framed::{dial_handshake, write_frame, FrameReader};
 use crate::net::seam::{self, DoorbellRing, DoorbellWait, TcpStream};
 use crate::net::TransportConfig;
+use crate::snapshot_chunk::{encode_snapshot_chunk, is_streamed};
 use crate::{
     encode_raft_batch, Backoff, CoreId, FrameType, OutboundQueue, RaftBatchHeader, TransportError,
 };
@@ -37,6 +39,8 @@ pub struct PeerStats {
     pub messages_dropped: u64,
     pub connects: u64,
     pub connect_failures: u64,
+    /// `SnapshotChunk` frames written (large snapshots are streamed in chunks).
+    pub snapshot_chunks_sent: u64,
 }
 
 struct PeerShared {
@@ -190,7 +194,17 @@ async fn connect(
     Ok(reader.into_stream())
 }
 
+/// A snapshot being streamed as chunks, and how much of it has been written.
+struct SnapshotStream {
+    region_id: RegionId,
+    message: Message,
+    offset: usize,
+}
+
 /// Sends batches until the sender is dropped and the queue drained (`Ok`) or a write fails.
+///
+/// Snapshots larger than `snapshot_chunk_bytes` are taken out of their batch and written one
+/// chunk per turn, after that turn's batch, so other messages are never stuck behind them.
 async fn write_loop(
     shared: &PeerShared,
     wait: &DoorbellWait,
@@ -205,35 +219,117 @@ async fn write_loop(
         to_node: destination.node,
         to_core: destination.core,
     };
+    let chunk_bytes = config.outbound.snapshot_chunk_bytes;
+    let mut snapshots: VecDeque<SnapshotStream> = VecDeque::new();
     loop {
-        let batch = shared.queue.borrow_mut().take_batch();
-        if batch.is_empty() {
+        let mut batch = shared.queue.borrow_mut().take_batch();
+        for (region_id, message) in batch.extract_if(.., |(_, m)| is_streamed(m, chunk_bytes)) {
+            if snapshot_len(&message) as u64 > config.limits.snapshot_bytes_max {
+                warn!(peer = %destination.label, %region_id, bytes = snapshot_len(&message), "snapshot exceeds snapshot_bytes_max; dropped");
+                shared.update_stats(|s| s.messages_dropped += 1);
+                continue;
+            }
+            snapshots.push_back(SnapshotStream {
+                region_id,
+                message,
+                offset: 0,
+            });
+        }
+        if batch.is_empty() && snapshots.is_empty() {
             if shared.closed.get() || !wait.wait().await {
                 return Ok(());
             }
             continue;
         }
-        let count = batch.len() as u64;
-        let payload = encode_raft_batch(&header, &batch);
-        if payload.len() > config.limits.frame_bytes_max as usize {
-            warn!(peer = %destination.label, bytes = payload.len(), "batch exceeds frame_bytes_max; dropped");
-            shared.update_stats(|s| s.messages_dropped += count);
-            continue;
+        if !batch.is_empty() {
+            write_batch(shared, &mut stream, config, destination, &header, &batch).await?;
         }
-        let written = write_frame(
-            &mut stream,
-            FrameType::RaftBatch,
-            &payload,
-            &destination.label,
-        )
-        .await;
-        if let Err(err) = written {
-            shared.update_stats(|s| s.messages_dropped += count);
-            return Err(err);
+        if let Some(snapshot) = snapshots.front_mut() {
+            write_chunk(
+                shared,
+                &mut stream,
+                destination,
+                &header,
+                snapshot,
+                chunk_bytes,
+            )
+            .await?;
+            if snapshot.offset == snapshot_len(&snapshot.message) {
+                snapshots.pop_front();
+            }
         }
-        shared.update_stats(|s| {
-            s.batches_sent += 1;
-            s.messages_sent += count;
-        });
     }
+}
+
+fn snapshot_len(message: &Message) -> usize {
+    match &message.body {
+        MessageBody::InstallSnapshot { snapshot } => snapshot.data.len(),
+        _ => 0,
+    }
+}
+
+async fn write_batch(
+    shared: &PeerShared,
+    stream: &mut TcpStream,
+    config: &TransportConfig,
+    destination: &Destination,
+    header: &RaftBatchHeader,
+    batch: &[(RegionId, Message)],
+) -> Result<(), TransportError> {
+    let count = batch.len() as u64;
+    let payload = encode_raft_batch(header, batch);
+    if payload.len() > config.limits.frame_bytes_max as usize {
+        warn!(peer = %destination.label, bytes = payload.len(), "batch exceeds frame_bytes_max; dropped");
+        shared.update_stats(|s| s.messages_dropped += count);
+        return Ok(());
+    }
+    let written = write_frame(stream, FrameType::RaftBatch, &payload, &destination.label).await;
+    if let Err(err) = written {
+        shared.update_stats(|s| s.messages_dropped += count);
+        return Err(err);
+    }
+    shared.update_stats(|s| {
+        s.batches_sent += 1;
+        s.messages_sent += count;
+    });
+    Ok(())
+}
+
+/// Writes the next chunk of `snapshot`; the message counts as sent with its last chunk.
+async fn write_chunk(
+    shared: &PeerShared,
+    stream: &mut TcpStream,
+    destination: &Destination,
+    header: &RaftBatchHeader,
+    snapshot: &mut SnapshotStream,
+    chunk_bytes: usize,
+) -> Result<(), TransportError> {
+    let MessageBody::InstallSnapshot { snapshot: data } = &snapshot.message.body else {
+        unreachable!("only snapshots are streamed");
+    };
+    let end = (snapshot.offset + chunk_bytes).min(data.data.len());
+    let payload = encode_snapshot_chunk(
+        header,
+        snapshot.region_id,
+        snapshot.message.term,
+        data,
+        snapshot.offset..end,
+    );
+    let written = write_frame(
+        stream,
+        FrameType::SnapshotChunk,
+        &payload,
+        &destination.label,
+    )
+    .await;
+    if let Err(err) = written {
+        shared.update_stats(|s| s.messages_dropped += 1);
+        return Err(err);
+    }
+    snapshot.offset = end;
+    if end == data.data.len() {
+        shared.update_stats(|s| s.messages_sent += 1);
+    }
+    shared.update_stats(|s| s.snapshot_chunks_sent += 1);
+    Ok(())
 }
