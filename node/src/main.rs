@@ -512,8 +512,9 @@ fn every_core(client: &Client) -> Vec<String> {
     stores.iter().flat_map(|s| s.client_addrs.clone()).collect()
 }
 
-/// Keys and bytes per Region, from the leader's replica when it answers (else any replica).
-fn region_sizes(client: &mut Client) -> HashMap<u64, (u64, u64)> {
+/// Per Region as its replicas report it: keys, bytes and leader, from the leader's replica
+/// when it answers (else any replica).
+fn region_sizes(client: &mut Client) -> HashMap<u64, (u64, u64, Option<u64>)> {
     let addrs = every_core(client);
     let mut sizes = HashMap::new();
     for addr in &addrs {
@@ -523,7 +524,8 @@ fn region_sizes(client: &mut Client) -> HashMap<u64, (u64, u64)> {
         for r in status.regions {
             let from_leader = r.leader == Some(status.node_id);
             if from_leader || !sizes.contains_key(&r.region_id.get()) {
-                sizes.insert(r.region_id.get(), (r.keys, r.approximate_bytes));
+                let leader = r.leader.map(|l| l.get());
+                sizes.insert(r.region_id.get(), (r.keys, r.approximate_bytes, leader));
             }
         }
     }
@@ -597,8 +599,9 @@ fn print_regions(json: bool, client: &mut Client) {
         let list: Vec<_> = regions
             .iter()
             .map(|r| {
-                let (keys, bytes) = sizes.get(&r.region_id.get()).copied().unwrap_or_default();
-                json!({"id": r.region_id.get(), "start": String::from_utf8_lossy(&r.start_key), "end": String::from_utf8_lossy(&r.end_key), "version": r.epoch.version, "conf_version": r.epoch.conf_version, "peers": r.peers.iter().map(|p| p.get()).collect::<Vec<_>>(), "leader": r.leader.map(|l| l.get()), "keys": keys, "bytes": bytes})
+                let (keys, bytes, reported) = sizes.get(&r.region_id.get()).copied().unwrap_or_default();
+                let leader = reported.or(r.leader.map(|l| l.get()));
+                json!({"id": r.region_id.get(), "start": String::from_utf8_lossy(&r.start_key), "end": String::from_utf8_lossy(&r.end_key), "version": r.epoch.version, "conf_version": r.epoch.conf_version, "peers": r.peers.iter().map(|p| p.get()).collect::<Vec<_>>(), "leader": leader, "keys": keys, "bytes": bytes})
             })
             .collect();
         let stores: Vec<_> = stores
@@ -616,8 +619,10 @@ fn print_regions(json: bool, client: &mut Client) {
             show_key(&r.end_key, "+inf")
         );
         let peers: Vec<String> = r.peers.iter().map(|p| p.get().to_string()).collect();
-        let leader = r.leader.map_or("?".to_string(), |l| l.get().to_string());
-        let (keys, bytes) = sizes.get(&r.region_id.get()).copied().unwrap_or_default();
+        let (keys, bytes, reported) = sizes.get(&r.region_id.get()).copied().unwrap_or_default();
+        let leader = reported
+            .or(r.leader.map(|l| l.get()))
+            .map_or("?".to_string(), |l| l.to_string());
         println!(
             "{:<7} {:<21} {}/{}    {:<10} {:<7} {:<9} {}",
             r.region_id.get(),

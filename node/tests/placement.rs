@@ -69,6 +69,13 @@ fn heartbeats_give_the_driver_sizes_and_leaders_and_it_keeps_them_across_a_resta
     assert!(ok, "{text}");
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["regions"][1]["bytes"], expected[1]);
+    for (i, region) in json["regions"].as_array().unwrap().iter().enumerate() {
+        let leader = leaders[&(i as u64 + 1)] as u64 + 1;
+        assert_eq!(
+            region["leader"], leader,
+            "leaders of every core's Regions are shown"
+        );
+    }
 
     // Every node stops; the driver's node comes back alone. Without a quorum no replica leads,
     // and the driver takes no follower's word at an epoch it knows: whatever it shows now
