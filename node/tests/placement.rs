@@ -38,6 +38,8 @@ fn heartbeats_give_the_driver_sizes_and_leaders_and_it_keeps_them_across_a_resta
         }
     }
     let leaders = cluster.wait_agreed_leaders();
+    // An id handed out for a split (none is made here) must never be handed out again.
+    let handed_out = client.ask_split(b"a").unwrap();
     let recorded: PdStatus = wait_for(
         "the driver to record sizes and leaders",
         CLUSTER_TIMEOUT,
@@ -91,6 +93,18 @@ fn heartbeats_give_the_driver_sizes_and_leaders_and_it_keeps_them_across_a_resta
     );
     assert_eq!(after.cluster_id, recorded.cluster_id);
     assert_eq!(after.next_region_id, recorded.next_region_id);
+    assert!(after.next_region_id > handed_out.get());
+    let mut restarted = quick_client(&cluster, 0).unwrap();
+    let next = restarted.ask_split(b"a").unwrap();
+    assert!(
+        next.get() > handed_out.get(),
+        "{next:?} was handed out before the restart"
+    );
+    assert_eq!(
+        next.get() % 2,
+        handed_out.get() % 2,
+        "same core as the parent"
+    );
     assert_eq!(
         after.regions, recorded.regions,
         "sizes, leaders and epochs survive"
