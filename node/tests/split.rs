@@ -316,3 +316,35 @@ fn a_crash_right_after_a_split_recovers_both_regions() {
         );
     }
 }
+
+#[test]
+fn the_operator_splits_a_region_from_the_command_line() {
+    let node = common::Node::started();
+    let mut client = node.client();
+    let written = fill(&mut client, "k", 20);
+    let (ok, text) = node.cli(&["split", "k-00010", "--json"]);
+    assert!(ok, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["regions"][0], 1, "{text}");
+    let new_region = answer["regions"][1].as_u64().unwrap();
+    assert_eq!(new_region % 2, 1, "owned by the parent's core");
+    let (ok, text) = node.cli(&["regions", "--json"]);
+    assert!(ok, "{text}");
+    let table: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let regions = table["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 3);
+    let new = regions.iter().find(|r| r["id"] == new_region).unwrap();
+    assert_eq!(
+        (new["start"].as_str(), new["end"].as_str()),
+        (Some("k-00010"), Some("m"))
+    );
+    assert_eq!(
+        (new["keys"].as_u64(), new["version"].as_u64()),
+        (Some(10), Some(2))
+    );
+    // Splitting at a Region's first key is refused with a reason.
+    let (ok, _) = node.cli(&["split", "k-00010"]);
+    assert!(!ok, "a second split at the same key must be refused");
+    let mut client = node.client();
+    assert_readable(&mut client, &written);
+}
