@@ -396,6 +396,9 @@ fn decode_stream(seed: &[u8], limits: &DecodeLimits) -> usize {
             FrameType::RaftBatch => drop(decode_raft_batch(payload, limits).unwrap()),
             FrameType::ClientRequest => drop(decode_client_request(payload, limits).unwrap()),
             FrameType::ClientResponse => drop(decode_client_response(payload, limits).unwrap()),
+            FrameType::SnapshotChunk => drop(
+                tessera_transport::snapshot_chunk::decode_snapshot_chunk(payload, limits).unwrap(),
+            ),
         }
         frames += 1;
     }
