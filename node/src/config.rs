@@ -27,6 +27,11 @@ pub struct NodeConfig {
     pub peer_port: u16,
     /// Executors (cores) to run; 0 means every available core.
     pub cores: usize,
+    /// Which CPU each core's executor is pinned to: `"auto"` (core `i` on the `i`-th CPU this
+    /// process may run on, so `taskset` chooses the set; not pinned when there are fewer CPUs
+    /// than cores), `"none"` (not pinned; for several nodes sharing one machine), or a list
+    /// such as `"2,3"` (core `i` on the `i`-th CPU listed).
+    pub cpus: String,
     /// Length of one Raft tick.
     pub tick_ms: u64,
     /// Raft election timeout, in ticks (randomized up to twice this).
@@ -122,6 +127,7 @@ impl Default for NodeConfig {
             client_port: 7400,
             peer_port: 7500,
             cores: 0,
+            cpus: "auto".to_string(),
             tick_ms: 100,
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 2,
@@ -177,6 +183,50 @@ impl NodeConfig {
             return self.cores;
         }
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// The CPU each core's executor is pinned to (`None`: not pinned), from `cpus`.
+    ///
+    /// # Errors
+    /// `Invalid` when `cpus` is not `auto`, `none` or a list of distinct CPUs this process
+    /// may run on, at least one per core.
+    pub fn cpu_placement(&self) -> Result<Vec<Option<usize>>, ConfigError> {
+        let cores = self.core_count();
+        let allowed = allowed_cpus();
+        match self.cpus.trim() {
+            "none" => Ok(vec![None; cores]),
+            "auto" if allowed.len() >= cores => {
+                Ok(allowed[..cores].iter().copied().map(Some).collect())
+            }
+            "auto" => Ok(vec![None; cores]),
+            list => {
+                let invalid = |why: String| {
+                    ConfigError::Invalid(format!(
+                        "cpus = {list:?}: {why} (use \"auto\", \"none\" or a list like \"0,1\")"
+                    ))
+                };
+                let cpus = list
+                    .split(',')
+                    .map(|c| c.trim().parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid(e.to_string()))?;
+                if cpus.len() < cores {
+                    return Err(invalid(format!("{} CPUs for {cores} cores", cpus.len())));
+                }
+                if let Some(cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
+                    return Err(invalid(format!(
+                        "CPU {cpu} is not one this process may run on ({allowed:?})"
+                    )));
+                }
+                let mut distinct = cpus.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if distinct.len() != cpus.len() {
+                    return Err(invalid("a CPU is listed twice".into()));
+                }
+                Ok(cpus[..cores].iter().copied().map(Some).collect())
+            }
+        }
     }
 
     pub fn tick(&self) -> Duration {
@@ -272,6 +322,7 @@ impl NodeConfig {
             return invalid("replicas must be at least 1".into());
         }
         self.initial_members()?;
+        self.cpu_placement()?;
         let mut keys = self.initial_split_keys.clone();
         keys.sort();
         keys.dedup();
@@ -282,9 +333,59 @@ impl NodeConfig {
     }
 }
 
+/// The CPUs this process may run on (its affinity mask), ascending.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bit set that sched_getaffinity fills; CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|cpu| libc::CPU_ISSET(*cpu, &set))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpus_pin_each_core_to_an_allowed_cpu_or_are_refused_with_a_reason() {
+        let allowed = allowed_cpus();
+        assert!(!allowed.is_empty(), "this process may run on some CPU");
+        let config = |cpus: &str, cores: usize| NodeConfig {
+            cpus: cpus.to_string(),
+            cores,
+            ..NodeConfig::default()
+        };
+        assert_eq!(config("none", 2).cpu_placement().unwrap(), vec![None, None]);
+        assert_eq!(
+            config("auto", 1).cpu_placement().unwrap(),
+            vec![Some(allowed[0])]
+        );
+        // More cores than CPUs: auto leaves them unpinned rather than stacking them.
+        let many = allowed.len() + 1;
+        assert_eq!(
+            config("auto", many).cpu_placement().unwrap(),
+            vec![None; many]
+        );
+        let last = *allowed.last().unwrap();
+        assert_eq!(
+            config(&format!(" {last} "), 1).cpu_placement().unwrap(),
+            vec![Some(last)]
+        );
+        for (cpus, cores, why) in [
+            ("0,x", 1, "invalid digit"),
+            (&format!("{last}"), 2, "1 CPUs for 2 cores"),
+            (&format!("{last},{last}"), 2, "listed twice"),
+            ("100000", 1, "not one this process may run on"),
+        ] {
+            let error = config(cpus, cores).validate().unwrap_err().to_string();
+            assert!(error.contains(why), "cpus = {cpus:?}: {error}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_a_partial_file_keeps_them() {

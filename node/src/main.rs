@@ -136,6 +136,10 @@ struct ServeArgs {
     /// Executors to run (default: every core).
     #[arg(long)]
     cores: Option<usize>,
+    /// CPU of each core's executor: auto (the i-th CPU this process may run on), none (not
+    /// pinned, for several nodes on one machine), or a list like 2,3.
+    #[arg(long)]
+    cpus: Option<String>,
     /// A static first layout for several nodes, the same on each:
     /// ID=HOST:CLIENT_PORT:PEER_PORT,...
     #[arg(long, value_delimiter = ',')]
@@ -240,6 +244,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.cores {
         config.cores = v;
     }
+    if let Some(v) = args.cpus {
+        config.cpus = v;
+    }
     if !args.initial_cluster.is_empty() {
         config.initial_cluster = args.initial_cluster;
     }
@@ -301,6 +308,9 @@ fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                 &peer.to_string(),
             ])
             .args(["--cores", &args.cores.to_string()])
+            // Nodes sharing a machine are left to the OS scheduler: pinned, every node's
+            // core 0 would sit on the same CPU.
+            .args(["--cpus", "none"])
             // Node 1 hosts the placement driver; the others join it by address.
             .args(if i == 0 {
                 vec!["--replicas".to_string(), args.nodes.min(3).to_string()]

@@ -142,3 +142,63 @@ fn a_bad_config_file_is_refused_naming_the_file_and_key() {
     node.spec.config = Some(node.dir.path().join("missing.toml"));
     assert_mentions(&refused(&node.serve_args()), &["missing.toml"]);
 }
+
+/// `Cpus_allowed_list` of each `tessera-core-*` thread of process `pid`, by thread name.
+fn core_thread_cpus(pid: i32) -> Vec<(String, String)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let name = field("Name:");
+        if name.starts_with("tessera-core-") {
+            threads.push((name, field("Cpus_allowed_list:")));
+        }
+    }
+    threads.sort();
+    threads
+}
+
+/// By default (`--cpus auto`) core `i` runs pinned to the `i`-th CPU the process may use;
+/// `--cpus` with a CPU that is not available, or fewer CPUs than cores, is refused.
+#[test]
+fn executors_are_pinned_by_default_and_a_bad_cpu_list_is_refused() {
+    let allowed = tessera_node::config::allowed_cpus();
+    let mut node = Node::new();
+    node.spec.cores = 1;
+    node.spec.cpus = "auto".into();
+    node.start();
+    let threads = common::wait_for("the core thread to be named", EXIT_TIMEOUT, || {
+        let threads = core_thread_cpus(node.pid());
+        (!threads.is_empty()).then_some(threads)
+    });
+    // glommio may run helper threads under the executor's name; all of them are pinned.
+    for (name, cpus) in &threads {
+        assert_eq!(
+            (name.as_str(), cpus.as_str()),
+            ("tessera-core-0", allowed[0].to_string().as_str()),
+            "core 0 is pinned to the first allowed CPU: {threads:?}"
+        );
+    }
+    node.stop_cleanly();
+
+    let mut bad = Node::new();
+    bad.spec.cores = 2;
+    bad.spec.cpus = format!("{}", allowed[0]);
+    let message = refused(&bad.serve_args());
+    assert_mentions(&message, &["cpus", "1 CPUs for 2 cores"]);
+    bad.spec.cpus = "100000,100001".into();
+    let message = refused(&bad.serve_args());
+    assert_mentions(
+        &message,
+        &["cpus", "CPU 100000 is not one this process may run on"],
+    );
+}

@@ -76,6 +76,8 @@ pub fn run(
     };
     let cores = meta.cores;
     check_memlock(config.io_memory_bytes, cores)?;
+    let cpus = config.cpu_placement()?;
+    tracing::info!(cpus = ?cpus, "executor placement (None: not pinned)");
     let (started_tx, started_rx) = mpsc::channel::<(usize, Started)>();
     let mut handles = Vec::new();
     for (core, ends) in cross_core::mesh(cores).into_iter().enumerate() {
@@ -85,9 +87,10 @@ pub fn run(
             shutdown.clone(),
             started_tx.clone(),
         );
-        // Unpinned for now: several nodes on one machine (a local cluster, the tests) would
-        // otherwise all pin their core 0 to CPU 0. Pinning per node is future work.
-        let placement = Placement::Unbound;
+        let placement = match cpus[core] {
+            Some(cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
         let handle = std::thread::Builder::new()
             .name(format!("tessera-core-{core}"))
             .spawn(move || {

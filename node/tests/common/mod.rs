@@ -137,6 +137,9 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     /// A TOML config file passed with `--config`.
     pub config: Option<PathBuf>,
+    /// `--cpus`: `none` unless a test sets it. Tests run many nodes at once on a small
+    /// machine; pinned, they would all put their core 0 on the same CPU.
+    pub cpus: String,
 }
 
 /// One `tessera serve` process (or none, between a stop and the next start), its data
@@ -163,6 +166,7 @@ impl Node {
             ports: free_ports(CORES),
             data_dir: dir.path().join("data"),
             config: None,
+            cpus: "none".into(),
         };
         Node {
             spec,
@@ -202,6 +206,8 @@ impl Node {
             spec.ports.peer.to_string(),
             "--cores".into(),
             spec.cores.to_string(),
+            "--cpus".into(),
+            spec.cpus.clone(),
         ];
         if let Some(config) = &spec.config {
             args.push("--config".into());

@@ -76,6 +76,9 @@ pub fn spawn(
             .args(["--client-port", &client_port.to_string()])
             .args(["--peer-port", &peer_port.to_string()])
             .args(["--cores", &cores.to_string()])
+            // One node keeps the default placement (pinned); several share the machine's
+            // CPUs through the OS scheduler, since pinned they would stack on the same CPUs.
+            .args(["--cpus", if nodes > 1 { "none" } else { "auto" }])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
