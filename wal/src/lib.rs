@@ -50,6 +50,7 @@
 
 pub mod error;
 pub mod executor;
+pub mod faults;
 pub mod format;
 mod group_commit;
 pub mod index;
@@ -62,6 +63,7 @@ pub mod snapshot;
 mod wal;
 
 pub use error::{Result, WalError};
+pub use faults::{FaultInjection, FaultSpec};
 pub use format::SegmentSeq;
 pub use group_commit::WalStats;
 pub use log_batch::LogBatch;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Result, WalError};
+use crate::faults::FaultInjection;
 use crate::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 /// Alignment of every write (O_DIRECT needs the logical block size; 4 KiB covers all
@@ -27,6 +28,8 @@ pub struct WalOptions {
     /// Appends queued but not yet written are bounded by this many bytes; further appends
     /// wait (back-pressure) until a write makes room.
     pub queue_bytes_max: usize,
+    /// Injected disk faults, for tests (see [`crate::faults`]); none by default.
+    pub faults: FaultInjection,
 }
 
 impl WalOptions {
@@ -38,6 +41,7 @@ impl WalOptions {
             batch_bytes_max: 1 << 20,
             batch_wait_max: Duration::ZERO,
             queue_bytes_max: 16 << 20,
+            faults: FaultInjection::none(),
         }
     }
 

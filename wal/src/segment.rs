@@ -19,6 +19,7 @@ use std::rc::Rc;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::error::{Result, WalError};
+use crate::faults::{FaultInjection, FaultOp};
 use crate::format::{
     self, decode_body, RecordType, SegmentSeq, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
@@ -115,6 +116,7 @@ pub struct ActiveSegment {
     write_pos: u64,
     /// Bytes `[align_down(write_pos), write_pos)`, rewritten by the next write.
     tail: Vec<u8>,
+    faults: FaultInjection,
 }
 
 impl ActiveSegment {
@@ -122,12 +124,14 @@ impl ActiveSegment {
     /// following the steps in the module docs.
     ///
     /// # Errors
-    /// `Io` for any failed step.
+    /// `Io` for any failed step. The temporary file is then deleted (best effort: `Wal::open`
+    /// deletes leftovers too), so a full disk is not made fuller by a half-made segment.
     pub async fn create(
         dir: &Path,
         seq: SegmentSeq,
         len: u64,
         checkpoint_body: &[u8],
+        faults: &FaultInjection,
     ) -> Result<ActiveSegment> {
         let path = segment_path(dir, seq);
         let tmp_path = dir.join(format!("{}.tmp", seq.file_name()));
@@ -138,9 +142,6 @@ impl ActiveSegment {
             .dma_open(&tmp_path)
             .await
             .map_err(io_error("create segment", &tmp_path))?;
-        file.pre_allocate(len, false)
-            .await
-            .map_err(io_error("preallocate segment", &tmp_path))?;
         let mut segment = ActiveSegment {
             seq,
             path: tmp_path.clone(),
@@ -148,15 +149,31 @@ impl ActiveSegment {
             len,
             write_pos: SEGMENT_HEADER_LEN as u64,
             tail: format::encode_segment_header(seq).to_vec(),
+            faults: faults.clone(),
         };
-        segment
-            .write_record(RecordType::Checkpoint, &[checkpoint_body])
-            .await?;
+        if let Err(error) = segment.fill_new(checkpoint_body).await {
+            if let Err(remove_error) = std::fs::remove_file(&tmp_path) {
+                tracing::warn!(%remove_error, path = %tmp_path.display(), "cannot delete a half-made segment");
+            }
+            return Err(error);
+        }
         std::fs::rename(&tmp_path, &path)
             .map_err(|e| WalError::io("rename segment", &tmp_path, e))?;
         segment.path = path;
         sync_dir(dir).await?;
         Ok(segment)
+    }
+
+    /// Steps 1 (preallocation) and 2 of the module docs.
+    async fn fill_new(&mut self, checkpoint_body: &[u8]) -> Result<()> {
+        self.faults.check(FaultOp::Preallocate, &self.path)?;
+        self.file
+            .pre_allocate(self.len, false)
+            .await
+            .map_err(io_error("preallocate segment", &self.path))?;
+        self.write_record(RecordType::Checkpoint, &[checkpoint_body])
+            .await
+            .map(drop)
     }
 
     /// Reopens segment `seq` for appending after recovery. The valid log ends at
@@ -171,6 +188,7 @@ impl ActiveSegment {
         len: u64,
         end_offset: u64,
         cut_end: u64,
+        faults: &FaultInjection,
     ) -> Result<ActiveSegment> {
         let file = OpenOptions::new()
             .read(true)
@@ -185,6 +203,7 @@ impl ActiveSegment {
         // A segment cut short (by a crash of the file system, or by hand) is preallocated
         // again; a longer one (written with other options) is used as it is.
         let len = if file_len < len {
+            faults.check(FaultOp::Preallocate, path)?;
             file.pre_allocate(len, false)
                 .await
                 .map_err(io_error("preallocate segment", path))?;
@@ -207,6 +226,7 @@ impl ActiveSegment {
             len,
             write_pos: end_offset,
             tail,
+            faults: faults.clone(),
         };
         if cut_end > end_offset {
             segment.zero_range(cut_end).await?;
@@ -229,6 +249,7 @@ impl ActiveSegment {
             self.write_all(buffer, start, "zero torn tail").await?;
             start += chunk;
         }
+        self.faults.check(FaultOp::Fdatasync, &self.path)?;
         self.file
             .fdatasync()
             .await
@@ -286,6 +307,7 @@ impl ActiveSegment {
         bytes[tail_len + record_len as usize..].fill(0);
         let buffer = Rc::new(buffer);
         self.write_all_rc(buffer.clone(), buffer_offset).await?;
+        self.faults.check(FaultOp::Fdatasync, &self.path)?;
         self.file
             .fdatasync()
             .await
@@ -304,6 +326,7 @@ impl ActiveSegment {
     }
 
     async fn write_all(&self, buffer: DmaBuffer, offset: u64, op: &'static str) -> Result<()> {
+        self.faults.check(FaultOp::Write, &self.path)?;
         let expected = buffer.len();
         let written = self
             .file
@@ -314,6 +337,7 @@ impl ActiveSegment {
     }
 
     async fn write_all_rc(&self, buffer: Rc<DmaBuffer>, offset: u64) -> Result<()> {
+        self.faults.check(FaultOp::Write, &self.path)?;
         let expected = buffer.len();
         let written = self
             .file

@@ -72,17 +72,27 @@ pub fn write_snapshot(dir: &Path, id: &SnapshotId, data: &[u8]) -> Result<PathBu
     header[48..52].copy_from_slice(&crc32c::crc32c(data).to_le_bytes());
     let header_crc = crc32c::crc32c(&header[0..52]);
     header[52..56].copy_from_slice(&header_crc.to_le_bytes());
-    let mut file = File::create(&tmp).map_err(|e| WalError::io("create snapshot", &tmp, e))?;
-    file.write_all(&header)
-        .and_then(|()| file.write_all(data))
-        .map_err(|e| WalError::io("write snapshot", &tmp, e))?;
-    file.sync_all()
-        .map_err(|e| WalError::io("fsync snapshot", &tmp, e))?;
+    let written = write_file(&tmp, &header, data);
+    if written.is_err() {
+        // A full disk must not stay fuller by a partial snapshot; the error says why.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     std::fs::rename(&tmp, &path).map_err(|e| WalError::io("rename snapshot", &tmp, e))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| WalError::io("fsync directory", dir, e))?;
     Ok(path)
+}
+
+/// Creates `tmp` holding `header` then `data`, and fsyncs it.
+fn write_file(tmp: &Path, header: &[u8], data: &[u8]) -> Result<()> {
+    let mut file = File::create(tmp).map_err(|e| WalError::io("create snapshot", tmp, e))?;
+    file.write_all(header)
+        .and_then(|()| file.write_all(data))
+        .map_err(|e| WalError::io("write snapshot", tmp, e))?;
+    file.sync_all()
+        .map_err(|e| WalError::io("fsync snapshot", tmp, e))
 }
 
 /// A mapped, verified snapshot file.

@@ -87,6 +87,7 @@ impl Shared {
             next,
             self.options.segment_size_bytes,
             &checkpoint,
+            &self.options.faults,
         )
         .await?;
         let finished = std::mem::replace(segment, created);
@@ -156,6 +157,9 @@ impl Wal {
     /// damage that is not a torn tail (see `scan`).
     pub async fn open(options: WalOptions) -> Result<(Wal, RecoveryReport)> {
         options.validate()?;
+        if let Some(spec) = options.faults.spec() {
+            tracing::warn!(?spec, dir = %options.dir.display(), "WAL FAULT INJECTION ARMED (test only)");
+        }
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, e))?;
         let mut report = RecoveryReport {
@@ -167,7 +171,14 @@ impl Wal {
             None => {
                 let seq = SegmentSeq(1);
                 let checkpoint = index.checkpoint_body();
-                ActiveSegment::create(&dir, seq, options.segment_size_bytes, &checkpoint).await?
+                ActiveSegment::create(
+                    &dir,
+                    seq,
+                    options.segment_size_bytes,
+                    &checkpoint,
+                    &options.faults,
+                )
+                .await?
             }
             Some(newest) => {
                 let cut_end = scan
@@ -183,6 +194,7 @@ impl Wal {
                     options.segment_size_bytes,
                     scan.end_offset,
                     cut_end,
+                    &options.faults,
                 )
                 .await?
             }

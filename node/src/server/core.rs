@@ -105,13 +105,18 @@ pub struct CoreLoop {
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     #[error(
-        "core {core}: WAL append failed, stopping so nothing unsynced is acknowledged: {source}"
+        "WAL append failed: {source}. The node stops rather than acknowledge anything that \
+         may not be durable; fix the disk (free space if it is full) and restart the node: \
+         recovery keeps every acknowledged write"
     )]
     Wal {
         core: usize,
         source: tessera_wal::WalError,
     },
-    #[error("core {core}: writing a snapshot failed: {message}")]
+    #[error(
+        "writing a snapshot failed: {message}. The node stops; free space if the disk is \
+         full and restart the node: the WAL still holds everything the snapshot covers"
+    )]
     Snapshot { core: usize, message: String },
 }
 

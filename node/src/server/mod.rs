@@ -29,7 +29,7 @@ use glommio::Placement;
 use tessera_core::NodeId;
 use tessera_transport::net::{bind, serve_peers, RaftBatchHandler, TransportConfig};
 use tessera_transport::{ClusterId, CoreId, DecodeLimits};
-use tessera_wal::{Wal, WalOptions};
+use tessera_wal::{FaultInjection, FaultSpec, Wal, WalError, WalOptions};
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::meta::{lock_data_dir, DataMeta, MetaError};
@@ -208,7 +208,10 @@ async fn run_core(
     };
     let (core_loop, events) = core_loop;
     let _ = started.send((core, Ok(())));
-    let wal = core_loop.run(events).await.map_err(|e| e.to_string())?;
+    let wal = core_loop.run(events).await.map_err(|error| {
+        tracing::error!(core, %error, "core stopped on a disk error; the node exits");
+        error.to_string()
+    })?;
     wal.close()
         .await
         .map_err(|e| format!("closing the WAL: {e}"))?;
@@ -232,7 +235,10 @@ async fn start_core(
     let core_dir = bootstrap::core_dir(&config.data_dir, core);
     let mut wal_options = WalOptions::new(core_dir.join("wal"));
     wal_options.segment_size_bytes = config.wal_segment_bytes;
-    let (wal, report) = Wal::open(wal_options).await.map_err(|e| e.to_string())?;
+    wal_options.faults = wal_faults_from_env()?;
+    let (wal, report) = Wal::open(wal_options)
+        .await
+        .map_err(|error| wal_open_error(error, &core_dir.join("wal")))?;
     tracing::info!(core, ?report, "WAL recovered");
     let mut store_config = StoreConfig::new(NodeId(config.node_id));
     store_config.raft.election_timeout_ticks = config.election_timeout_ticks;
@@ -288,6 +294,40 @@ async fn start_core(
         }),
         events,
     ))
+}
+
+/// Name of the environment variable that arms an injected WAL fault in every core (tests
+/// only; syntax in `tessera_wal::faults`, e.g. `fdatasync:40:EIO`).
+pub const WAL_FAULT_ENV: &str = "TESSERA_TEST_WAL_FAULT";
+
+/// The fault `WAL_FAULT_ENV` asks for, with a fresh count for this core's WAL.
+fn wal_faults_from_env() -> Result<FaultInjection, String> {
+    match std::env::var(WAL_FAULT_ENV) {
+        Err(_) => Ok(FaultInjection::none()),
+        Ok(spec) => {
+            let spec: FaultSpec = spec.parse().map_err(|e| format!("{WAL_FAULT_ENV}: {e}"))?;
+            tracing::warn!(
+                ?spec,
+                "{WAL_FAULT_ENV} is set: a WAL fault is injected (test only)"
+            );
+            Ok(FaultInjection::armed(spec))
+        }
+    }
+}
+
+/// The message for a WAL that cannot be opened; damage points to the inspection tool.
+fn wal_open_error(error: WalError, dir: &std::path::Path) -> String {
+    match error {
+        WalError::Corruption { .. }
+        | WalError::MissingSegment { .. }
+        | WalError::MisnamedSegment { .. } => format!(
+            "{error}. The WAL in {dir} is damaged beyond a torn tail, so the node does not \
+             start; inspect it with `tessera-wal verify {dir}` (see docs/operations.md, \
+             \"Disk faults\")",
+            dir = dir.display()
+        ),
+        error => error.to_string(),
+    }
 }
 
 fn spawn_listeners(

@@ -151,6 +151,8 @@ pub struct Node {
     pub dir: tempfile::TempDir,
     /// One log file per start, in order.
     logs: Vec<PathBuf>,
+    /// Extra environment variables of the process (e.g. an injected WAL fault).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -173,6 +175,7 @@ impl Node {
             child: None,
             dir,
             logs: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -229,6 +232,7 @@ impl Node {
             .args(self.serve_args())
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
