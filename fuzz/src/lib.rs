@@ -7,7 +7,7 @@
 //!
 //! 1. decoding is independent of how the stream was cut into chunks;
 //! 2. what was decoded encodes to bytes that decode to the same value (the codec loses or
-//!    invents nothing the receiver acted on).
+//!    invents nothing the receiver acted on); snapshot chunks are only decoded.
 //!
 //! The WAL input format (seeds are written by `wal/tests/fuzz_seeds.rs`):
 //!
@@ -17,6 +17,7 @@
 
 use std::path::Path;
 
+use tessera_transport::snapshot_chunk::decode_snapshot_chunk;
 use tessera_transport::{
     decode_client_request, decode_client_response, decode_hello, decode_raft_batch,
     encode_client_request, encode_client_response, encode_hello, encode_raft_batch, DecodeLimits,
@@ -92,6 +93,8 @@ pub fn decode_payload(frame: &Frame, limits: &DecodeLimits) {
             }
         }
         FrameType::ClientRequest => client_request(payload, limits),
+        // No round trip: re-encoding needs the whole snapshot, of `total_bytes` (any u64).
+        FrameType::SnapshotChunk => drop(decode_snapshot_chunk(payload, limits)),
         FrameType::ClientResponse => {
             if let Ok(response) = decode_client_response(payload, limits) {
                 let again = decode_client_response(&encode_client_response(&response), limits);

@@ -14,6 +14,7 @@ use tessera_core::{
     ConfState, Entry, EntryKind, LogIndex, Message, MessageBody, NodeId, RegionId, Snapshot,
     SnapshotMetadata, Term,
 };
+use tessera_transport::snapshot_chunk::{decode_snapshot_chunk, encode_snapshot_chunk};
 use tessera_transport::{
     decode_client_request, decode_client_response, decode_hello, decode_raft_batch,
     encode_client_request, encode_client_response, encode_frame, encode_hello, encode_raft_batch,
@@ -363,6 +364,24 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         stream.extend(encode_frame(FrameType::RaftBatch, &payload));
         seeds.push(("frame_decoder", format!("peer_{name}"), stream));
     }
+    let mut chunks = vec![CHUNK_CHOICE];
+    chunks.extend(hello(HelloRole::Peer));
+    let snapshot = Snapshot {
+        metadata: SnapshotMetadata {
+            index: LogIndex(90),
+            term: Term(6),
+            conf_state: ConfState {
+                voters: vec![NodeId(1), NodeId(2), NodeId(3)],
+                learners: Vec::new(),
+            },
+        },
+        data: (0..200u8).collect::<Vec<u8>>().into(),
+    };
+    for range in [0..128, 128..200] {
+        let payload = encode_snapshot_chunk(&header(), RegionId(3), Term(6), &snapshot, range);
+        chunks.extend(encode_frame(FrameType::SnapshotChunk, &payload));
+    }
+    seeds.push(("frame_decoder", "peer_snapshot_chunks".to_string(), chunks));
     let mut client_stream = vec![CHUNK_CHOICE];
     client_stream.extend(hello(HelloRole::Client));
     for (name, request) in client_requests() {
@@ -396,9 +415,7 @@ fn decode_stream(seed: &[u8], limits: &DecodeLimits) -> usize {
             FrameType::RaftBatch => drop(decode_raft_batch(payload, limits).unwrap()),
             FrameType::ClientRequest => drop(decode_client_request(payload, limits).unwrap()),
             FrameType::ClientResponse => drop(decode_client_response(payload, limits).unwrap()),
-            FrameType::SnapshotChunk => drop(
-                tessera_transport::snapshot_chunk::decode_snapshot_chunk(payload, limits).unwrap(),
-            ),
+            FrameType::SnapshotChunk => drop(decode_snapshot_chunk(payload, limits).unwrap()),
         }
         frames += 1;
     }
