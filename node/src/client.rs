@@ -35,6 +35,12 @@ pub enum ClientError {
     Server(WireError),
     #[error("no region covers the key (routing table has {regions} regions)")]
     NoRegion { regions: usize },
+    /// A write was sent but its answer never came (the connection failed or timed out after
+    /// the request left): it may or may not take effect, now or later. The client does not
+    /// retry it, since retrying a put or a compare-and-swap that did take effect would apply
+    /// it twice or report a mismatch for a write that succeeded.
+    #[error("outcome unknown: the write was sent to {addr} but its answer was lost: {reason}")]
+    OutcomeUnknown { addr: String, reason: String },
     #[error("gave up after {attempts} attempts over {elapsed_ms} ms; last error: {last}")]
     RetriesExhausted {
         attempts: u32,
@@ -494,6 +500,13 @@ impl Client {
                     self.connections.remove(&addr);
                     target = None;
                     self.forget_leader(region.region_id);
+                    let sent = matches!(error, ClientError::Connection { .. });
+                    if sent && !is_retryable(&op) {
+                        return Err(ClientError::OutcomeUnknown {
+                            addr,
+                            reason: error.to_string(),
+                        });
+                    }
                     std::thread::sleep(backoff);
                     error.to_string()
                 }
@@ -547,6 +560,16 @@ impl Client {
     }
 
     fn connection(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
+        // A cached connection the node closed (it died or restarted since) would fail the
+        // next request after it was sent, and a write's outcome would look unknown: open a
+        // fresh one first, so such a request is certainly sent to a live process or not at all.
+        if self
+            .connections
+            .get(addr)
+            .is_some_and(|c| c.closed_by_peer())
+        {
+            self.connections.remove(addr);
+        }
         if !self.connections.contains_key(addr) {
             let connection = Connection::open(addr, &self.limits)?;
             self.connections.insert(addr.to_string(), connection);
@@ -577,6 +600,20 @@ impl Connection {
             .ok();
         let decoder = FrameDecoder::new(limits.frame_bytes_max);
         Ok(Connection { stream, decoder })
+    }
+
+    /// True if the other end closed or reset the connection (a peek that does not block).
+    fn closed_by_peer(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let closed = match self.stream.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false, // an answer to an abandoned request, skipped later
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        closed || self.stream.set_nonblocking(false).is_err()
     }
 
     /// Sends `request` and waits up to `timeout` for its answer (answers to abandoned
@@ -671,6 +708,19 @@ fn merge_newer(table: &mut Vec<RegionDescriptor>, regions: &[RegionDescriptor]) 
     table.sort_by(|a, b| a.start_key.cmp(&b.start_key));
 }
 
+/// True for operations that may be sent again after a lost answer: reads, and operations
+/// the server makes idempotent (a repeated split answers as the first did). Puts, deletes,
+/// compare-and-swaps and compare-and-deletes are not: sent twice they take effect twice.
+fn is_retryable(op: &ClientOp) -> bool {
+    !matches!(
+        op,
+        ClientOp::Put { .. }
+            | ClientOp::Delete { .. }
+            | ClientOp::Cas { .. }
+            | ClientOp::CasDelete { .. }
+    )
+}
+
 fn exhausted(attempts: u32, started: Instant, last: String) -> ClientError {
     ClientError::RetriesExhausted {
         attempts,
@@ -736,5 +786,152 @@ mod tests {
         );
         merge_newer(&mut table, &[region(4, "t", "", 2)]);
         assert_eq!(table.len(), 3);
+    }
+}
+
+/// A write whose answer is lost is never sent twice; reads are.
+#[cfg(test)]
+mod lost_answers {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use tessera_transport::{decode_client_request, encode_client_response, ClientResponse};
+
+    /// A fake node: answers the routing table, and closes the connection on any other
+    /// request without answering it (the answer is lost), counting those requests.
+    fn lossy_server() -> (String, Arc<AtomicU32>) {
+        fake_server(false)
+    }
+
+    /// A fake node. `answer_and_close`: answers every request (a put with version 1) and
+    /// closes the connection after each answer, like a node restarting between requests;
+    /// otherwise as [`lossy_server`]. Counts the requests other than the routing table.
+    fn fake_server(answer_and_close: bool) -> (String, Arc<AtomicU32>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let lost = Arc::new(AtomicU32::new(0));
+        let (server_addr, counter) = (addr.clone(), lost.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut decoder = FrameDecoder::new(DecodeLimits::default().frame_bytes_max);
+                let mut buffer = [0u8; 4096];
+                'connection: while let Ok(read) = stream.read(&mut buffer) {
+                    if read == 0 || decoder.push(&buffer[..read]).is_err() {
+                        break;
+                    }
+                    while let Ok(Some(frame)) = decoder.next_frame() {
+                        let limits = DecodeLimits::default();
+                        let request = decode_client_request(&frame.payload, &limits).unwrap();
+                        if request.op != ClientOp::Regions {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            if !answer_and_close {
+                                break 'connection;
+                            }
+                        }
+                        let reply = if request.op != ClientOp::Regions {
+                            ClientReply::Written { version: 1 }
+                        } else {
+                            ClientReply::Regions {
+                                regions: vec![RegionDescriptor {
+                                    region_id: RegionId(1),
+                                    start_key: vec![],
+                                    end_key: vec![],
+                                    epoch: RegionEpoch::default(),
+                                    peers: vec![NodeId(1)],
+                                    leader: Some(NodeId(1)),
+                                }],
+                                stores: vec![StoreDescriptor {
+                                    node_id: NodeId(1),
+                                    client_addrs: vec![server_addr.clone()],
+                                    cores: 1,
+                                    peer_addrs: vec![],
+                                }],
+                            }
+                        };
+                        let response = ClientResponse {
+                            request_id: request.request_id,
+                            result: Ok(reply),
+                        };
+                        let frame = encode_frame(
+                            FrameType::ClientResponse,
+                            &encode_client_response(&response),
+                        );
+                        stream.write_all(&frame).unwrap();
+                        if answer_and_close {
+                            break 'connection;
+                        }
+                    }
+                }
+            }
+        });
+        (addr, lost)
+    }
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            request_timeout: Duration::from_millis(500),
+            attempts_max: 5,
+            backoff_initial: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+            ..ClientOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_write_whose_answer_was_lost_is_not_retried_and_reported_unknown() {
+        let (addr, lost) = lossy_server();
+        let mut client = Client::connect(&addr, options()).unwrap();
+        let error = client.cas(b"k", 0, b"v").unwrap_err();
+        assert!(
+            matches!(error, ClientError::OutcomeUnknown { .. }),
+            "{error}"
+        );
+        assert_eq!(lost.load(Ordering::SeqCst), 1, "the CAS was sent again");
+        let error = client.put(b"k", b"v", Mode::Strong).unwrap_err();
+        assert!(
+            matches!(error, ClientError::OutcomeUnknown { .. }),
+            "{error}"
+        );
+        assert_eq!(lost.load(Ordering::SeqCst), 2, "the put was sent again");
+    }
+
+    #[test]
+    fn a_write_after_the_node_closed_the_cached_connection_goes_out_on_a_fresh_one() {
+        let (addr, writes) = fake_server(true);
+        let mut client = Client::connect(&addr, options()).unwrap();
+        for attempt in 1..=3 {
+            // The server closed the connection after its last answer (as a restarted node
+            // would); the client must notice before sending, not report the write unknown.
+            wait_closed(&client, &addr);
+            let version = client.put(b"k", b"v", Mode::Strong).unwrap();
+            assert_eq!((version, writes.load(Ordering::SeqCst)), (1, attempt));
+        }
+    }
+
+    /// Waits until the client's cached connection to `addr` has seen the server's close.
+    fn wait_closed(client: &Client, addr: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !client
+            .connections
+            .get(addr)
+            .is_none_or(Connection::closed_by_peer)
+        {
+            assert!(Instant::now() < deadline, "the server never closed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_read_whose_answer_was_lost_is_retried() {
+        let (addr, lost) = lossy_server();
+        let mut client = Client::connect(&addr, options()).unwrap();
+        let error = client.get(b"k", Mode::Strong).unwrap_err();
+        assert!(
+            matches!(error, ClientError::RetriesExhausted { .. }),
+            "{error}"
+        );
+        assert_eq!(lost.load(Ordering::SeqCst), 5, "one read per attempt");
     }
 }

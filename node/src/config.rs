@@ -72,6 +72,77 @@ pub struct NodeConfig {
     /// A Region whose keys and values exceed this many bytes is split in two by its leader;
     /// 0 disables automatic splits (`tessera split` still works).
     pub split_size_bytes: u64,
+    /// Where this node dials other nodes' peer ports, overriding the address the cluster
+    /// metadata gives: `"ID=HOST:PEER_PORT"` per overridden node (core `i` of that node at
+    /// `PEER_PORT + i`). For a proxy or address translation between nodes; the chaos tests
+    /// put a fault-injecting proxy on every link this way. Unlike `initial_cluster`, it may
+    /// differ from node to node.
+    pub peer_dial_addrs: Vec<String>,
+}
+
+/// The environment variable that turns on a deliberately broken mode, for tests only: every
+/// replica (followers included) answers strong reads from its local state at once, without a
+/// ReadIndex round, so reads can be stale and are NOT linearizable. The chaos tests use it to
+/// prove their checker catches such a bug. It is not a config key, so no config file can turn
+/// it on; only the exact value [`UNSAFE_FOLLOWER_READS_VALUE`] does, any other value stops the
+/// node at startup, and a node running in this mode says so in an error line at startup.
+pub const UNSAFE_FOLLOWER_READS_ENV: &str = "TESSERA_UNSAFE_FOLLOWER_READS";
+/// The one value of [`UNSAFE_FOLLOWER_READS_ENV`] that turns the broken mode on.
+pub const UNSAFE_FOLLOWER_READS_VALUE: &str = "break-linearizability-for-tests";
+
+/// Whether the environment asks for the broken test-only read mode (see
+/// [`UNSAFE_FOLLOWER_READS_ENV`]).
+///
+/// # Errors
+/// `Invalid` when the variable is set to anything but [`UNSAFE_FOLLOWER_READS_VALUE`].
+pub fn unsafe_follower_reads_from_env() -> Result<bool, ConfigError> {
+    match std::env::var_os(UNSAFE_FOLLOWER_READS_ENV) {
+        None => Ok(false),
+        Some(value) if value == UNSAFE_FOLLOWER_READS_VALUE => Ok(true),
+        Some(value) => Err(ConfigError::Invalid(format!(
+            "{UNSAFE_FOLLOWER_READS_ENV}={value:?}: this test-only switch breaks \
+             linearizability; unset it (only the value {UNSAFE_FOLLOWER_READS_VALUE:?} turns it on)"
+        ))),
+    }
+}
+
+/// A node id in a config entry: a number, never 0.
+fn parse_node_id(text: &str) -> Option<u64> {
+    text.trim().parse().ok().filter(|id| *id != 0)
+}
+
+/// One entry of `peer_dial_addrs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerDialAddr {
+    pub node_id: u64,
+    pub host: String,
+    pub peer_port: u16,
+}
+
+impl PeerDialAddr {
+    /// Parses `"ID=HOST:PEER_PORT"`.
+    ///
+    /// # Errors
+    /// `Invalid` quoting the entry.
+    pub fn parse(entry: &str) -> Result<PeerDialAddr, ConfigError> {
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "peer_dial_addrs entry {entry:?}: expected ID=HOST:PEER_PORT"
+            ))
+        };
+        let (id, rest) = entry.split_once('=').ok_or_else(bad)?;
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let node_id = parse_node_id(id).ok_or_else(bad)?;
+        let peer_port = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(PeerDialAddr {
+            node_id,
+            host: host.to_string(),
+            peer_port,
+        })
+    }
 }
 
 /// One member of `initial_cluster`.
@@ -103,12 +174,7 @@ impl InitialMember {
             .filter(|h| !h.is_empty())
             .ok_or_else(bad)?
             .to_string();
-        let node_id = id
-            .trim()
-            .parse()
-            .ok()
-            .filter(|id| *id != 0)
-            .ok_or_else(bad)?;
+        let node_id = parse_node_id(id).ok_or_else(bad)?;
         Ok(InitialMember {
             node_id,
             host,
@@ -143,6 +209,7 @@ impl Default for NodeConfig {
             split_check_interval_ms: 10_000,
             split_size_bytes: 96 << 20,
             initial_cluster: Vec::new(),
+            peer_dial_addrs: Vec::new(),
         }
     }
 }
@@ -241,6 +308,27 @@ impl NodeConfig {
         SocketAddr::new(self.listen_host, self.peer_port + core as u16)
     }
 
+    /// The parsed `peer_dial_addrs`.
+    ///
+    /// # Errors
+    /// `Invalid` naming a malformed entry or a node listed twice.
+    pub fn peer_dial_overrides(&self) -> Result<Vec<PeerDialAddr>, ConfigError> {
+        let entries = self
+            .peer_dial_addrs
+            .iter()
+            .map(|e| PeerDialAddr::parse(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, entry) in entries.iter().enumerate() {
+            if entries[..i].iter().any(|e| e.node_id == entry.node_id) {
+                return Err(ConfigError::Invalid(format!(
+                    "peer_dial_addrs lists node {} twice",
+                    entry.node_id
+                )));
+            }
+        }
+        Ok(entries)
+    }
+
     /// The parsed `initial_cluster`, checked: distinct ids, and this node listed with its
     /// own ports.
     ///
@@ -323,6 +411,7 @@ impl NodeConfig {
         }
         self.initial_members()?;
         self.cpu_placement()?;
+        self.peer_dial_overrides()?;
         let mut keys = self.initial_split_keys.clone();
         keys.sort();
         keys.dedup();
@@ -422,6 +511,34 @@ mod tests {
             ..NodeConfig::default()
         };
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_unsafe_read_mode_needs_its_exact_value_and_refuses_any_other() {
+        // The only test in this crate touching the variable, so no other thread races it.
+        std::env::remove_var(UNSAFE_FOLLOWER_READS_ENV);
+        assert!(!unsafe_follower_reads_from_env().unwrap());
+        std::env::set_var(UNSAFE_FOLLOWER_READS_ENV, "1");
+        let error = unsafe_follower_reads_from_env().unwrap_err().to_string();
+        assert!(error.contains("breaks linearizability"), "{error}");
+        std::env::set_var(UNSAFE_FOLLOWER_READS_ENV, UNSAFE_FOLLOWER_READS_VALUE);
+        assert!(unsafe_follower_reads_from_env().unwrap());
+        std::env::remove_var(UNSAFE_FOLLOWER_READS_ENV);
+    }
+
+    #[test]
+    fn peer_dial_addrs_parse_and_refuse_duplicates() {
+        let entry = PeerDialAddr::parse("3=127.0.0.1:31000").unwrap();
+        assert_eq!((entry.node_id, entry.peer_port), (3, 31000));
+        assert_eq!(entry.host, "127.0.0.1");
+        for bad in ["3=127.0.0.1", "0=h:1", "3=:1", "x=h:1", "3=h:0"] {
+            assert!(PeerDialAddr::parse(bad).is_err(), "{bad}");
+        }
+        let config = NodeConfig {
+            peer_dial_addrs: vec!["2=127.0.0.1:31000".into(), "2=127.0.0.1:31002".into()],
+            ..NodeConfig::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

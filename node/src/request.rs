@@ -135,6 +135,11 @@ pub enum KvError {
     /// leadership change); safe to retry.
     #[error("proposal dropped: {0}")]
     Dropped(String),
+    /// The write may or may not have been applied and this replica cannot tell (its log
+    /// entry was compacted into a snapshot it installed before seeing the entry committed);
+    /// not safe to retry blindly.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// The Store's answer to one request.

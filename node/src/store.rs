@@ -56,6 +56,11 @@ pub struct StoreConfig {
     pub snapshot_interval_entries: u64,
     /// At most this many client requests wait for Raft at once; more get `ServerBusy`.
     pub pending_requests_max: usize,
+    /// BROKEN ON PURPOSE, for tests only: every replica, followers included, answers strong
+    /// reads from its local state at once, without ReadIndex, so reads can be stale. Set only
+    /// from `config::UNSAFE_FOLLOWER_READS_ENV`; the chaos tests use it to show their
+    /// linearizability checker catches stale reads.
+    pub unsafe_local_strong_reads: bool,
 }
 
 impl StoreConfig {
@@ -66,6 +71,7 @@ impl StoreConfig {
             raft: Config::new(node),
             snapshot_interval_entries: 10_000,
             pending_requests_max: 100_000,
+            unsafe_local_strong_reads: false,
         }
     }
 }
@@ -308,6 +314,18 @@ impl Store {
         if self.pending_requests >= self.config.pending_requests_max {
             return Err(KvError::ServerBusy("too many requests in flight".into()));
         }
+        if self.config.unsafe_local_strong_reads && request.op.is_read() {
+            // The test-only broken mode: no leader check, no ReadIndex round.
+            let peer = self.peers.get(&request.region).expect("checked");
+            let read = PendingRead {
+                token,
+                namespace: request.namespace,
+                epoch: request.epoch,
+                op: request.op,
+            };
+            self.replies.push((token, serve_read(peer, &read)));
+            return Ok(());
+        }
         let core = self.raft.group(request.region).expect("peer has a group");
         if core.role() != Role::Leader {
             return Err(KvError::NotLeader {
@@ -516,6 +534,22 @@ impl Store {
             install_snapshot(peer, snapshot);
             self.changed_regions.push(peer.region.clone());
             self.stats.snapshots_installed += 1;
+            // Proposals the snapshot covers will never be seen committed here: their entries
+            // may be in it (proposed while leader, committed by the next one) or may have
+            // been replaced. Neither "dropped" nor "done" is known, so say exactly that.
+            while let Some(proposal) = peer.proposals.front().copied() {
+                if proposal.index > snapshot.metadata.index {
+                    break;
+                }
+                peer.proposals.pop_front();
+                self.pending_requests -= 1;
+                let error = KvError::OutcomeUnknown(format!(
+                    "the entry at {:?} was compacted into a snapshot installed before it was \
+                     seen committed",
+                    proposal.index
+                ));
+                self.replies.push((proposal.token, Err(error)));
+            }
         }
         for entry in &ready.committed_entries {
             let outcome = match entry.kind {

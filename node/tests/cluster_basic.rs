@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::cluster::{Cluster, CLUSTER_TIMEOUT, FAST_CONFIG};
 use common::{wait_for, CORES};
-use tessera_node::client::{Client, ClientOptions};
+use tessera_node::client::{Client, ClientError, ClientOptions};
 use tessera_transport::client::Mode;
 
 /// Entries between Region snapshots: small, so a node that misses a few dozen writes can only
@@ -35,9 +35,15 @@ fn write_both_regions(client: &mut Client, tag: &str, count: usize, written: &mu
         for prefix in ["a", "z"] {
             let key = format!("{prefix}/{tag}-{n:03}");
             let value = format!("value of {key}");
-            client
-                .put(key.as_bytes(), value.as_bytes(), Mode::Strong)
-                .unwrap_or_else(|e| panic!("put {key}: {e}"));
+            // A put whose answer was lost (the node died under it) is sent again: writing
+            // the same value twice is harmless here, and the final value is what is checked.
+            wait_for(&format!("put {key}"), CLUSTER_TIMEOUT, || {
+                match client.put(key.as_bytes(), value.as_bytes(), Mode::Strong) {
+                    Ok(_) => Some(()),
+                    Err(ClientError::OutcomeUnknown { .. }) => None,
+                    Err(e) => panic!("put {key}: {e}"),
+                }
+            });
             written.insert(key, value);
         }
     }

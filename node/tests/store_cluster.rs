@@ -418,3 +418,69 @@ fn a_split_applies_once_on_every_replica_and_writes_that_lost_their_range_are_re
     };
     assert_eq!(current.end_key, b"t");
 }
+
+/// A leader proposes a write, replicates it to the followers and is cut off before it learns
+/// that it committed; the others elect a new leader, commit the write and compact it into a
+/// snapshot. When the old leader comes back it catches up by that snapshot, so it never sees
+/// its entry committed. It must not then tell the client the write was dropped (the client
+/// would retry it: a put applied twice, a compare-and-swap reported as a mismatch although it
+/// succeeded); the outcome is unknown to it, and it must say so.
+#[test]
+fn a_write_covered_by_an_installed_snapshot_is_not_reported_as_dropped() {
+    let mut cluster = Cluster::new(20);
+    cluster.elect();
+    let old_leader = cluster.leader(RegionId(1)).unwrap();
+    let request = KvRequest {
+        namespace: "test".into(),
+        mode: Mode::Strong,
+        region: RegionId(1),
+        epoch: RegionEpoch::default(),
+        op: KvOp::Cas {
+            key: b"cas".to_vec(),
+            expected_version: 0,
+            value: b"first".to_vec(),
+        },
+    };
+    let token = cluster.send(old_leader, request);
+    // One round: the old leader sends its entry to the followers, which step it.
+    cluster.run_rounds(1);
+    cluster.down.push(old_leader);
+    for _ in 0..200 {
+        if cluster.leader(RegionId(1)).is_some() {
+            break;
+        }
+        cluster.tick(1);
+    }
+    let new_leader = cluster.leader(RegionId(1)).expect("a new leader");
+    for i in 0..100 {
+        let reply = cluster.put(RegionId(1), &format!("k{i:03}"), &format!("v{i}"));
+        assert!(reply.is_ok(), "{reply:?}");
+    }
+    let committed = cluster.strong_get(RegionId(1), "cas");
+    assert_eq!(
+        committed.as_ref().map(|(value, _)| value.as_slice()),
+        Some(&b"first"[..]),
+        "the new leader {new_leader:?} committed the old leader's write"
+    );
+    cluster.down.clear();
+    for _ in 0..200 {
+        cluster.tick(1);
+        let kv = cluster.stores[&old_leader].kv(RegionId(1)).unwrap();
+        if kv.get("test", b"k099").is_some() {
+            break;
+        }
+    }
+    assert!(cluster.stores[&old_leader].stats().snapshots_installed > 0);
+    for _ in 0..3 {
+        let reply = cluster.put(RegionId(1), "after", "x");
+        assert!(reply.is_ok(), "{reply:?}");
+    }
+    cluster.tick(5);
+    match cluster.replies.remove(&token) {
+        Some(Err(KvError::Dropped(message))) => {
+            panic!("the write took effect but the client was told it was dropped: {message}")
+        }
+        Some(Err(KvError::OutcomeUnknown(_))) => {}
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+}

@@ -302,6 +302,10 @@ pub fn to_wire_result(
                 leader: None,
                 leader_addr: None,
             },
+            // The wire has no "unknown" error yet; Internal is not retried by the client.
+            KvError::OutcomeUnknown(message) => ClientError::Internal {
+                message: format!("outcome unknown: {message}"),
+            },
         }),
     }
 }

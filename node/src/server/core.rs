@@ -27,6 +27,7 @@ use tessera_transport::net::{PeerSender, TransportConfig};
 use tessera_transport::{ClusterId, CoreId};
 use tessera_wal::{LogBatch, Wal};
 
+use crate::config::PeerDialAddr;
 use crate::meta::DataMeta;
 use crate::region::{owning_core, Region};
 use crate::store::{Persisted, Store, StoreReady, Token};
@@ -91,6 +92,8 @@ pub struct CoreLoop {
     /// Requests this core forwarded to their owning core, by forwarding token.
     forwarded: HashMap<u64, ReplyTo>,
     links: Links,
+    /// Where to dial nodes whose peer address is overridden (`peer_dial_addrs`).
+    peer_dial_addrs: Vec<PeerDialAddr>,
     /// Snapshot files written since the last WAL batch: their compaction marks go in the next.
     compactions: Vec<(RegionId, LogIndex, Term)>,
     /// The placement driver, on core 0 of the node that hosts it.
@@ -132,6 +135,7 @@ pub struct CoreParts {
     pub links: Links,
     pub pd: Option<PdHost<Origin>>,
     pub inbox: Inbox,
+    pub peer_dial_addrs: Vec<PeerDialAddr>,
 }
 
 impl CoreLoop {
@@ -150,6 +154,7 @@ impl CoreLoop {
             next_token: 1,
             forwarded: HashMap::new(),
             links: parts.links,
+            peer_dial_addrs: parts.peer_dial_addrs,
             compactions: Vec::new(),
             pd: parts.pd,
             inbox: parts.inbox,
@@ -503,9 +508,11 @@ impl CoreLoop {
         let store = self.meta.stores.iter().find(|s| s.node_id == node.0)?;
         let core = owning_core(region, store.cores);
         if !self.peers.contains_key(&(node, core)) {
-            let addr = format!("{}:{}", store.host, store.peer_port as usize + core)
-                .parse()
-                .ok()?;
+            let (host, port) = match self.peer_dial_addrs.iter().find(|d| d.node_id == node.0) {
+                Some(dial) => (dial.host.as_str(), dial.peer_port),
+                None => (store.host.as_str(), store.peer_port),
+            };
+            let addr = format!("{host}:{}", port as usize + core).parse().ok()?;
             let sender = PeerSender::spawn(self.transport.clone(), node, CoreId(core as u32), addr);
             self.peers.insert((node, core), sender);
         }

@@ -70,6 +70,15 @@ pub fn run(
     on_ready: impl FnOnce(&DataMeta),
 ) -> Result<(), ServerError> {
     config.validate()?;
+    let unsafe_follower_reads = crate::config::unsafe_follower_reads_from_env()?;
+    if unsafe_follower_reads {
+        tracing::error!(
+            "UNSAFE TEST-ONLY MODE ({}): every replica answers strong reads from its local \
+             state without ReadIndex; reads may be stale and are NOT linearizable. Never run \
+             this in production.",
+            crate::config::UNSAFE_FOLLOWER_READS_ENV
+        );
+    }
     let _lock = lock_data_dir(&config.data_dir)?;
     let Some(meta) = bootstrap::load_or_create_meta(&config, &shutdown)? else {
         return Ok(()); // asked to stop while waiting for the cluster to form
@@ -103,7 +112,13 @@ pub fn run(
                     &name, placement, io_memory, spin,
                 ) {
                     Ok(executor) => {
-                        executor.run(run_core(core, config, meta, ends, shutdown, started))
+                        let core_args = CoreArgs {
+                            core,
+                            config,
+                            meta,
+                            unsafe_follower_reads,
+                        };
+                        executor.run(run_core(core_args, ends, shutdown, started))
                     }
                     Err(error) => {
                         let message = error.to_string();
@@ -190,16 +205,24 @@ fn check_memlock(io_memory_bytes: usize, cores: usize) -> Result<(), ServerError
     }
 }
 
-/// One core, from startup to shutdown. Reports readiness (or the startup error) on `started`.
-async fn run_core(
+/// What one core starts from.
+struct CoreArgs {
     core: usize,
     config: NodeConfig,
     meta: DataMeta,
+    /// The test-only broken read mode (`config::UNSAFE_FOLLOWER_READS_ENV`).
+    unsafe_follower_reads: bool,
+}
+
+/// One core, from startup to shutdown. Reports readiness (or the startup error) on `started`.
+async fn run_core(
+    args: CoreArgs,
     ends: cross_core::Ends,
     shutdown: Arc<AtomicBool>,
     started: mpsc::Sender<(usize, Started)>,
 ) -> Result<(), String> {
-    let core_loop = match start_core(core, &config, meta, ends, shutdown.clone()).await {
+    let core = args.core;
+    let core_loop = match start_core(args, ends, shutdown.clone()).await {
         Ok(parts) => parts,
         Err(message) => {
             let _ = started.send((core, Err(message.clone())));
@@ -220,9 +243,7 @@ async fn run_core(
 }
 
 async fn start_core(
-    core: usize,
-    config: &NodeConfig,
-    meta: DataMeta,
+    args: CoreArgs,
     ends: cross_core::Ends,
     shutdown: Arc<AtomicBool>,
 ) -> Result<
@@ -232,6 +253,12 @@ async fn start_core(
     ),
     String,
 > {
+    let CoreArgs {
+        core,
+        ref config,
+        meta,
+        unsafe_follower_reads,
+    } = args;
     let core_dir = bootstrap::core_dir(&config.data_dir, core);
     let mut wal_options = WalOptions::new(core_dir.join("wal"));
     wal_options.segment_size_bytes = config.wal_segment_bytes;
@@ -246,6 +273,7 @@ async fn start_core(
     store_config.raft.seed = config.node_id ^ ((core as u64) << 32) ^ meta.cluster_id;
     store_config.snapshot_interval_entries = config.snapshot_interval_entries;
     store_config.pending_requests_max = config.pending_requests_max;
+    store_config.unsafe_local_strong_reads = unsafe_follower_reads;
     let mut store = Store::new(store_config);
     let snapshot_dir = core_dir.join("snapshots");
     let regions = meta.regions(&config.data_dir).map_err(|e| e.to_string())?;
@@ -291,6 +319,7 @@ async fn start_core(
             links,
             pd,
             inbox,
+            peer_dial_addrs: config.peer_dial_overrides().map_err(|e| e.to_string())?,
         }),
         events,
     ))

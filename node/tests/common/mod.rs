@@ -113,6 +113,11 @@ impl TestRng {
         TestRng(seed)
     }
 
+    /// A source that replays `seed`.
+    pub fn from_seed(seed: u64) -> TestRng {
+        TestRng(seed)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = splitmix(self.0);
         self.0
