@@ -35,6 +35,9 @@ pub enum ClientError {
     Server(WireError),
     #[error("no region covers the key (routing table has {regions} regions)")]
     NoRegion { regions: usize },
+    /// The node reset the connection with the request unread: it was not processed.
+    #[error("connection to {addr} was reset before the request was read: {reason}")]
+    Reset { addr: String, reason: String },
     /// A write was sent but its answer never came (the connection failed or timed out after
     /// the request left): it may or may not take effect, now or later. The client does not
     /// retry it, since retrying a put or a compare-and-swap that did take effect would apply
@@ -629,10 +632,25 @@ impl Connection {
             addr: addr.to_string(),
             reason,
         };
+        // A reset (or a write into a connection a reset already broke) means the node closed
+        // its socket with our request still unread in it: it was not processed. A node that
+        // read the request and then died closes with FIN instead ("closed by the server"),
+        // and the outcome is unknown. One request is in flight per connection, so no other.
+        let unread = |e: std::io::Error| {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                ClientError::Reset {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                }
+            } else {
+                failed(e.to_string())
+            }
+        };
         let frame = encode_frame(FrameType::ClientRequest, &encode_client_request(request));
-        self.stream
-            .write_all(&frame)
-            .map_err(|e| failed(e.to_string()))?;
+        self.stream.write_all(&frame).map_err(unread)?;
         let deadline = Instant::now() + timeout;
         let mut buffer = [0u8; 64 * 1024];
         loop {
@@ -662,7 +680,7 @@ impl Connection {
                 {
                     continue
                 }
-                Err(e) => return Err(failed(e.to_string())),
+                Err(e) => return Err(unread(e)),
             };
             self.decoder
                 .push(&buffer[..read])

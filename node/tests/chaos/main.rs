@@ -60,6 +60,8 @@ const CHECKED_OPERATIONS_MIN: usize = 2_000;
 const CHAOS_CONFIG: &str =
     "tick_ms = 50\nelection_timeout_ticks = 10\nheartbeat_interval_ticks = 2\n\
                             spin_before_park_us = 0\nsnapshot_interval_entries = 300\n";
+/// How long the healed cluster may take to agree on leaders (the machine may be loaded).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The client id of the final reads.
 const FINAL_READER: ClientId = ClientId(1_000);
 
@@ -199,7 +201,11 @@ fn run(config: &RunConfig) -> RunResult {
         nemesis.wait_serving(i);
     }
     let faults = std::mem::take(&mut nemesis.injected);
-    cluster.wait_agreed_leaders();
+    wait_for(
+        "every node to name the same leaders",
+        SETTLE_TIMEOUT,
+        || agreed_leaders(&cluster),
+    );
     let before = workload.completed.load(Ordering::Relaxed);
     wait_for(
         "the clients to make progress after healing",
@@ -241,6 +247,23 @@ fn run(config: &RunConfig) -> RunResult {
         report,
         lost: lost.len(),
     }
+}
+
+/// True when every node names the same leader, one of them, for each Region.
+fn agreed_leaders(cluster: &Cluster) -> Option<()> {
+    let mut agreed = None;
+    for i in 0..cluster.nodes.len() {
+        let leaders: Vec<(u64, u64)> = cluster
+            .status(i)?
+            .into_iter()
+            .map(|(region, status)| Some((region, status.leader?.get())))
+            .collect::<Option<_>>()?;
+        if leaders.is_empty() || agreed.as_ref().is_some_and(|a| *a != leaders) {
+            return None;
+        }
+        agreed = Some(leaders);
+    }
+    Some(())
 }
 
 /// Reads every key once through a strong read (retried until it is answered), recording the
