@@ -166,6 +166,25 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<(Option<Region>, KvState), String
             .map(|kv| (None, kv))
             .map_err(|e| e.to_string());
     }
+    let (region, at) = decode_header(bytes)?;
+    let kv = KvState::decode_snapshot(&bytes[at..]).map_err(|e| e.to_string())?;
+    Ok((Some(region), kv))
+}
+
+/// The Region a snapshot's data describes (`None` for a bare KV snapshot), without
+/// decoding the KV state.
+///
+/// # Errors
+/// A sentence when the envelope is damaged.
+pub fn decode_envelope_region(bytes: &[u8]) -> Result<Option<Region>, String> {
+    if !bytes.starts_with(ENVELOPE_MAGIC) {
+        return Ok(None);
+    }
+    decode_header(bytes).map(|(region, _)| Some(region))
+}
+
+/// The envelope's Region and where the KV snapshot starts.
+fn decode_header(bytes: &[u8]) -> Result<(Region, usize), String> {
     let mut reader = Reader { bytes, at: 4 };
     let region = read_region(&mut reader).map_err(|e| format!("region envelope: {e}"))?;
     let header_end = reader.at;
@@ -174,8 +193,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<(Option<Region>, KvState), String
         return Err("region envelope checksum mismatch".into());
     }
     region.validate()?;
-    let kv = KvState::decode_snapshot(&bytes[reader.at..]).map_err(|e| e.to_string())?;
-    Ok((Some(region), kv))
+    Ok((region, reader.at))
 }
 
 fn read_region(reader: &mut Reader<'_>) -> Result<Region, CommandError> {

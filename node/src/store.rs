@@ -22,24 +22,27 @@
 //! the new Region either in its snapshot file or, if the crash came first, by replaying the
 //! split from the parent's log. Commands that were proposed before a split but apply after
 //! it are checked against the Region's current range and refused (`KeyNotInRegion`), and
-//! reads are checked against the epoch their client saw when they are served.
+//! reads are checked against the epoch their client saw when they are served. A replica
+//! that missed a split (compacted away, caught up by the parent's snapshot) gets the new
+//! Region as an uninitialized peer created by a message from its leader and initialized by
+//! the leader's snapshot (`on_raft_messages`).
 //!
 //! Each Region's Raft log is kept in memory (`MemStorage`) between snapshots, mirroring the
 //! WAL; the WAL is read only at recovery. The log is compacted into a snapshot every
 //! `snapshot_interval_entries` applied entries, which bounds that memory.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use tessera_core::multi::Batches;
 use tessera_core::{
-    ConfState, Config, EntryKind, LogIndex, MemStorage, Message, MultiRaft, MultiReady, NodeId,
-    RaftError, Ready, RegionId, Role, Snapshot, SnapshotMetadata, Storage, Term, BOOTSTRAP_INDEX,
-    BOOTSTRAP_TERM,
+    ConfState, Config, EntryKind, LogIndex, MemStorage, Message, MessageBody, MultiRaft,
+    MultiReady, NodeId, RaftError, Ready, RegionId, Role, Snapshot, SnapshotMetadata, Storage,
+    Term, BOOTSTRAP_INDEX, BOOTSTRAP_TERM,
 };
 
 use crate::kv::state::prefix_successor;
 use crate::kv::{KvCommand, KvOutcome, KvState};
-use crate::region::{Region, RegionEpoch};
+use crate::region::{owning_core, Region, RegionEpoch};
 use crate::request::{KvError, KvOp, KvReply, KvRequest, KvResult, Mode};
 use crate::split::{self, SplitCommand, SPLIT_FORMAT};
 
@@ -61,6 +64,10 @@ pub struct StoreConfig {
     /// from `config::UNSAFE_FOLLOWER_READS_ENV`; the chaos tests use it to show their
     /// linearizability checker catches stale reads.
     pub unsafe_local_strong_reads: bool,
+    /// This core's index and the node's core count: a message creates a peer only for a
+    /// Region this core owns (`owning_core`).
+    pub core: usize,
+    pub cores: usize,
 }
 
 impl StoreConfig {
@@ -72,6 +79,8 @@ impl StoreConfig {
             snapshot_interval_entries: 10_000,
             pending_requests_max: 100_000,
             unsafe_local_strong_reads: false,
+            core: 0,
+            cores: 1,
         }
     }
 }
@@ -140,6 +149,9 @@ enum Applied {
 
 /// One Region's replica on this core.
 struct Peer {
+    /// False for a peer created by a message (see `on_raft_messages`) until a snapshot gives
+    /// it its range, epoch and data: `region` is then only a placeholder with the id.
+    initialized: bool,
     region: Region,
     kv: KvState,
     proposals: VecDeque<Proposal>,
@@ -155,6 +167,12 @@ pub struct StoreStats {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub splits_applied: u64,
+    /// Peers created by a message from their Region's leader (this replica missed the split
+    /// that made the Region).
+    pub peers_created_by_message: u64,
+    /// Messages an uninitialized peer refused: votes, and snapshots overlapping a Region
+    /// this core still holds.
+    pub uninitialized_refused: u64,
 }
 
 /// A Region's state, for status reports.
@@ -183,6 +201,9 @@ pub struct Store {
     created: Vec<SnapshotTaken>,
     /// Regions whose range or epoch changed (or that were created) since the last call.
     changed_regions: Vec<Region>,
+    /// Uninitialized peers a split replaced during this `on_persisted`: their pending
+    /// `Ready` belongs to the group that is gone.
+    replaced: BTreeSet<RegionId>,
 }
 
 impl Store {
@@ -197,6 +218,7 @@ impl Store {
             stats: StoreStats::default(),
             created: Vec::new(),
             changed_regions: Vec::new(),
+            replaced: BTreeSet::new(),
         }
     }
 
@@ -224,12 +246,23 @@ impl Store {
         storage: MemStorage,
         kv: KvState,
     ) -> Result<(), RaftError> {
+        self.insert_peer(region, storage, kv, true)
+    }
+
+    fn insert_peer(
+        &mut self,
+        region: Region,
+        storage: MemStorage,
+        kv: KvState,
+        initialized: bool,
+    ) -> Result<(), RaftError> {
         let mut config = self.config.raft.clone();
         config.id = self.config.node;
         self.raft.create_group(region.id, config, storage)?;
         self.peers.insert(
             region.id,
             Peer {
+                initialized,
                 region,
                 kv,
                 proposals: VecDeque::new(),
@@ -245,9 +278,18 @@ impl Store {
         MemStorage::new_with_conf(ConfState::with_voters(region.peers.iter().copied()))
     }
 
-    /// The Regions on this core.
+    /// The Regions on this core (uninitialized peers have no range yet and are left out).
     pub fn regions(&self) -> impl Iterator<Item = &Region> {
-        self.peers.values().map(|p| &p.region)
+        self.peers
+            .values()
+            .filter(|p| p.initialized)
+            .map(|p| &p.region)
+    }
+
+    /// True if this core has a peer of `region` that a message created and no snapshot has
+    /// initialized yet.
+    pub fn is_uninitialized(&self, region: RegionId) -> bool {
+        self.peers.get(&region).is_some_and(|p| !p.initialized)
     }
 
     /// Starts an election, at startup, in every Region whose first peer is this node, so a
@@ -273,14 +315,85 @@ impl Store {
         self.raft.tick();
     }
 
-    /// Steps a batch of Raft messages from a peer node. Messages for Regions not on this core
-    /// are dropped and counted.
+    /// Steps a batch of Raft messages from a peer node.
+    ///
+    /// A message from a Region's leader (append, heartbeat, snapshot) for a Region this core
+    /// owns but does not have creates an *uninitialized* peer for it: this replica missed
+    /// the split that made the Region (its log was compacted past it and it caught up by the
+    /// parent's snapshot). The peer has no range, an empty log and no membership, so it never
+    /// campaigns; it refuses votes and serves nothing until the leader's snapshot, which
+    /// carries the range and epoch, initializes it. Other messages for unknown Regions are
+    /// dropped and counted. The transport accepts batches from the cluster's members only.
     pub fn on_raft_messages(&mut self, batch: Vec<(RegionId, Message)>) {
         for (region, message) in batch {
-            if self.raft.step(region, message).is_err() {
+            if !self.peers.contains_key(&region) && !self.maybe_create_peer(region, &message) {
                 self.stats.unknown_region_messages += 1;
                 tracing::debug!(?region, "dropping a message for a region not on this core");
+                continue;
             }
+            if self.is_uninitialized(region) && !self.uninitialized_accepts(region, &message) {
+                self.stats.uninitialized_refused += 1;
+                continue;
+            }
+            self.raft.step(region, message).expect("the peer exists");
+        }
+    }
+
+    /// Creates an uninitialized peer of `region` if `message` comes from its leader and the
+    /// Region belongs on this core. Returns true if the peer exists now.
+    fn maybe_create_peer(&mut self, region: RegionId, message: &Message) -> bool {
+        let from_leader = matches!(
+            message.body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        );
+        let ours = owning_core(region, self.config.cores) == self.config.core;
+        if !from_leader || !ours || message.from == self.config.node || region.0 == 0 {
+            return false;
+        }
+        let placeholder = Region {
+            id: region,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: RegionEpoch::default(),
+            peers: Vec::new(),
+        };
+        // Index 0, no membership: the leader finds the log empty and sends its snapshot.
+        if let Err(error) = self.insert_peer(
+            placeholder,
+            MemStorage::default(),
+            KvState::default(),
+            false,
+        ) {
+            tracing::warn!(?region, %error, "cannot create a peer for a message");
+            return false;
+        }
+        self.stats.peers_created_by_message += 1;
+        tracing::info!(
+            region = region.0,
+            leader = message.from.0,
+            "peer created by a message from the region's leader"
+        );
+        true
+    }
+
+    /// What an uninitialized peer steps: no votes (it must not help elect anyone before it
+    /// knows the Region), and no snapshot whose range overlaps a Region this core still holds
+    /// (the split that shrinks it has not applied here yet; the leader resends later).
+    fn uninitialized_accepts(&self, region: RegionId, message: &Message) -> bool {
+        match &message.body {
+            MessageBody::RequestVote { .. } => false,
+            MessageBody::InstallSnapshot { snapshot } => {
+                match split::decode_envelope_region(&snapshot.data) {
+                    Ok(Some(described)) if described.id == region => !self
+                        .peers
+                        .values()
+                        .any(|p| p.initialized && p.region.overlaps(&described)),
+                    _ => false,
+                }
+            }
+            _ => true,
         }
     }
 
@@ -296,6 +409,7 @@ impl Store {
         let peer = self
             .peers
             .get(&request.region)
+            .filter(|p| p.initialized)
             .ok_or(KvError::RegionNotFound(request.region))?;
         if peer.region.epoch.is_stale(request.epoch) {
             return Err(KvError::StaleEpoch {
@@ -413,13 +527,18 @@ impl Store {
     /// this store has applied already.
     fn split_done(&self, region: RegionId, key: &[u8], new_region: RegionId) -> Option<KvReply> {
         // After the split the client may route the retry to either half.
-        let right = &self.peers.get(&new_region)?.region;
+        let right = &self
+            .peers
+            .get(&new_region)
+            .filter(|p| p.initialized)?
+            .region;
         if !key.is_empty() && key != right.start_key {
             return None;
         }
         let left = self
             .peers
             .values()
+            .filter(|p| p.initialized)
             .map(|p| &p.region)
             .find(|r| r.id != new_region && r.end_key == right.start_key)?;
         (region == left.id || region == new_region).then(|| KvReply::Split {
@@ -502,6 +621,10 @@ impl Store {
             snapshots: Vec::new(),
         };
         for (region, ready) in groups {
+            if self.replaced.contains(&region) {
+                // The group this Ready came from was replaced by a split in this round.
+                continue;
+            }
             self.persist_group(region, &ready);
             self.apply_group(region, &ready);
             self.raft
@@ -515,6 +638,7 @@ impl Store {
                 persisted.snapshots.push(taken);
             }
         }
+        self.replaced.clear();
         persisted
     }
 
@@ -532,6 +656,9 @@ impl Store {
         let mut splits = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
             install_snapshot(peer, snapshot);
+            if !peer.initialized {
+                tracing::info!(region = %peer.region, "peer created by a message initialized by a snapshot");
+            }
             self.changed_regions.push(peer.region.clone());
             self.stats.snapshots_installed += 1;
             // Proposals the snapshot covers will never be seen committed here: their entries
@@ -603,16 +730,34 @@ impl Store {
     }
 
     /// Creates the Region a split made (rule 3 of `split.rs`) from an initial snapshot of its
-    /// data, unless it exists already (recovery replaying a split whose new Region was
-    /// recovered from its own files). The parent's leader campaigns for it at once.
+    /// data, unless an initialized peer of it exists already (recovery replaying a split
+    /// whose new Region was recovered from its own files, or a peer a message created that
+    /// the leader's newer snapshot initialized first: the newer one wins). An uninitialized
+    /// peer a message created is replaced, keeping its term. The parent's leader campaigns
+    /// for it at once.
     fn create_split_region(&mut self, region: Region, kv: KvState, campaign: bool) {
         self.stats.splits_applied += 1;
-        if self.peers.contains_key(&region.id) {
-            tracing::info!(
-                region = region.id.0,
-                "split replayed; the new region exists already"
-            );
-            return;
+        let mut term = BOOTSTRAP_TERM;
+        match self.peers.get(&region.id) {
+            Some(peer) if peer.initialized => {
+                tracing::info!(
+                    region = region.id.0,
+                    "split applied; the new region exists already"
+                );
+                return;
+            }
+            Some(_) => {
+                let old = self
+                    .raft
+                    .remove_group(region.id)
+                    .expect("a peer has a group");
+                self.peers.remove(&region.id);
+                self.replaced.insert(region.id);
+                // It never voted, but terms must not go back.
+                term = term.max(old.term());
+                tracing::info!(%region, "split replaces the uninitialized peer a message created");
+            }
+            None => {}
         }
         let data = split::encode_envelope(&region, &kv);
         let conf_state = ConfState::with_voters(region.peers.iter().copied());
@@ -625,6 +770,11 @@ impl Store {
             },
             data: data.clone().into(),
         });
+        if term > BOOTSTRAP_TERM {
+            let mut hard_state = storage.hard_state();
+            hard_state.term = term;
+            storage.set_hard_state(hard_state);
+        }
         let id = region.id;
         self.changed_regions.push(region.clone());
         tracing::info!(%region, "created by a split");
@@ -687,6 +837,7 @@ impl Store {
     pub fn status(&self) -> Vec<RegionStatus> {
         self.peers
             .iter()
+            .filter(|(_, peer)| peer.initialized)
             .map(|(id, peer)| {
                 let core = self.raft.group(*id).expect("exists");
                 RegionStatus {
@@ -719,12 +870,13 @@ fn install_snapshot(peer: &mut Peer, snapshot: &Snapshot) {
         Ok((region, kv)) => {
             peer.kv = kv;
             if let Some(region) = region.filter(|r| r.id == peer.region.id) {
-                if region.end_key != peer.region.end_key {
-                    // A split this replica never applied: the new Region will not exist here
-                    // until a replica move (issue 6, next step) seeds it.
-                    tracing::warn!(from = %peer.region, to = %region, "snapshot changes the region's range");
+                if peer.initialized && region.end_key != peer.region.end_key {
+                    // A split this replica never applied: the new Region's leader creates
+                    // its peer here by a message (see `on_raft_messages`).
+                    tracing::info!(from = %peer.region, to = %region, "snapshot changes the region's range");
                 }
                 peer.region = region;
+                peer.initialized = true;
             }
         }
         // The leader's snapshot passed the transport's checks yet does not decode: the

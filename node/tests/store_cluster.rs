@@ -484,3 +484,259 @@ fn a_write_covered_by_an_installed_snapshot_is_not_reported_as_dropped() {
         other => panic!("expected an unknown outcome, got {other:?}"),
     }
 }
+
+impl Cluster {
+    /// Elects leaders, writes six keys to Region 2, then, with one follower of Region 2 down,
+    /// splits it at "t" into Region 4 and waits for Region 4's leader. Returns Region 2's
+    /// leader and the node that is down.
+    fn split_with_one_replica_down(&mut self) -> (NodeId, NodeId) {
+        self.elect();
+        for key in ["m1", "n2", "p3", "t4", "w5", "y6"] {
+            assert!(self.put(RegionId(2), key, "v").is_ok());
+        }
+        let leader = self.leader(RegionId(2)).unwrap();
+        let down = NodeId(if leader.0 == 3 { 2 } else { 3 });
+        self.down.push(down);
+        let op = KvOp::Split {
+            key: b"t".to_vec(),
+            new_region: RegionId(4),
+        };
+        let split = self.submit(leader, RegionId(2), op);
+        assert!(matches!(self.wait(split), Ok(KvReply::Split { .. })));
+        for _ in 0..200 {
+            if self.leader(RegionId(4)).is_some() {
+                return (leader, down);
+            }
+            self.tick(1);
+        }
+        panic!("the new region elected no leader within 200 ticks");
+    }
+
+    /// A write to `region`'s leader at the epoch that leader has.
+    fn put_at_current_epoch(&mut self, region: RegionId, key: &str) -> KvResult {
+        let leader = self.leader(region).expect("leader");
+        let op = KvOp::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+        };
+        let token = self.submit(leader, region, op);
+        self.wait(token)
+    }
+}
+
+/// The keys of `region` on `node`.
+fn keys_of(cluster: &Cluster, node: NodeId, region: u64) -> Vec<Vec<u8>> {
+    let kv = cluster.stores[&node].kv(RegionId(region)).unwrap();
+    kv.scan("test", b"", b"", 1_000)
+        .0
+        .into_iter()
+        .map(|i| i.key)
+        .collect()
+}
+
+#[test]
+fn a_replica_that_missed_a_split_by_compaction_gets_the_new_region_from_its_leader() {
+    let mut cluster = Cluster::new(20);
+    let (leader, missing) = cluster.split_with_one_replica_down();
+    // Enough writes to both halves that each leader compacts its log past what the missing
+    // replica has: it can only catch up by snapshots, and never applies the split itself.
+    for i in 0..50 {
+        for (region, key) in [(2, format!("n{i:03}")), (4, format!("x{i:03}"))] {
+            let written = cluster.put_at_current_epoch(RegionId(region), &key);
+            assert!(written.is_ok(), "{written:?}");
+        }
+    }
+    let leader2 = cluster.leader(RegionId(2)).unwrap();
+    let leader4 = cluster.leader(RegionId(4)).unwrap();
+    assert!(
+        cluster.stores[&leader2]
+            .raft(RegionId(2))
+            .unwrap()
+            .log()
+            .first_index()
+            .0
+            > 30
+    );
+    assert!(
+        cluster.stores[&leader4]
+            .raft(RegionId(4))
+            .unwrap()
+            .log()
+            .first_index()
+            .0
+            > 30
+    );
+
+    cluster.down.clear();
+    for _ in 0..300 {
+        let store = &cluster.stores[&missing];
+        let caught_up = store.regions().any(|r| r.id == RegionId(4))
+            && store
+                .kv(RegionId(4))
+                .unwrap()
+                .get("test", b"x049")
+                .is_some()
+            && store
+                .kv(RegionId(2))
+                .unwrap()
+                .get("test", b"n049")
+                .is_some();
+        if caught_up {
+            break;
+        }
+        cluster.tick(1);
+    }
+    let store = &cluster.stores[&missing];
+    let stats = store.stats();
+    assert_eq!(
+        stats.splits_applied, 0,
+        "the replica never applied the split"
+    );
+    assert_eq!(stats.peers_created_by_message, 1, "{stats:?}");
+    assert!(!store.is_uninitialized(RegionId(4)));
+    let mut regions: Vec<Region> = store.regions().cloned().collect();
+    regions.sort_by_key(|r| r.id);
+    let expected: Vec<Region> = cluster.stores[&leader]
+        .regions()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(regions, expected, "the same layout as the leader's node");
+    assert_eq!(keys_of(&cluster, missing, 4), keys_of(&cluster, leader4, 4));
+    assert_eq!(keys_of(&cluster, missing, 2), keys_of(&cluster, leader2, 2));
+    assert!(keys_of(&cluster, missing, 2)
+        .iter()
+        .all(|k| k.as_slice() < b"t".as_slice()));
+
+    // A full replica: with the new Region's leader down, the missing replica and the third
+    // node elect a leader and commit writes.
+    cluster.down.push(leader4);
+    for _ in 0..300 {
+        if cluster.leader(RegionId(4)).is_some() {
+            break;
+        }
+        cluster.tick(1);
+    }
+    assert!(
+        cluster.leader(RegionId(4)).is_some(),
+        "no quorum without the old leader"
+    );
+    let written = cluster.put_at_current_epoch(RegionId(4), "z9");
+    assert!(written.is_ok(), "{written:?}");
+    assert!(cluster.stores[&missing]
+        .kv(RegionId(4))
+        .unwrap()
+        .get("test", b"z9")
+        .is_some());
+}
+
+#[test]
+fn an_uninitialized_peer_never_votes_campaigns_or_serves() {
+    use tessera_core::{LogIndex, Message, MessageBody, Term};
+    let mut store = Store::new(StoreConfig::new(NodeId(3)));
+    let vote = |region: u64, term: u64| {
+        (
+            RegionId(region),
+            Message {
+                from: NodeId(2),
+                to: NodeId(3),
+                term: Term(term),
+                body: MessageBody::RequestVote {
+                    pre_vote: false,
+                    last_log_index: LogIndex(100),
+                    last_log_term: Term(term),
+                    transfer: false,
+                },
+            },
+        )
+    };
+    // A vote request creates nothing.
+    store.on_raft_messages(vec![vote(7, 5)]);
+    assert!(store.raft(RegionId(7)).is_none());
+    assert_eq!(store.stats().unknown_region_messages, 1);
+    // A heartbeat from the Region's leader creates an uninitialized peer.
+    let heartbeat = Message {
+        from: NodeId(1),
+        to: NodeId(3),
+        term: Term(5),
+        body: MessageBody::Heartbeat {
+            commit: LogIndex(40),
+            read_context: 0,
+        },
+    };
+    store.on_raft_messages(vec![(RegionId(7), heartbeat)]);
+    assert!(store.is_uninitialized(RegionId(7)));
+    assert_eq!(store.regions().count(), 0, "no range yet");
+    assert!(store.status().is_empty());
+    let drain = |store: &mut Store| {
+        let mut sent = Vec::new();
+        while let Some(mut ready) = store.ready() {
+            sent.extend(ready.messages_now().into_values().flatten());
+            sent.extend(store.on_persisted(ready).messages.into_values().flatten());
+        }
+        sent
+    };
+    let sent = drain(&mut store);
+    assert!(sent
+        .iter()
+        .all(|(_, m)| matches!(m.body, MessageBody::HeartbeatResponse { .. })));
+    // A vote request from another node, in a newer term, is neither granted nor answered.
+    store.on_raft_messages(vec![vote(7, 6)]);
+    let sent = drain(&mut store);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert_eq!(store.raft(RegionId(7)).unwrap().vote(), None);
+    assert_eq!(store.stats().uninitialized_refused, 1);
+    // Long past any election timeout it has not campaigned.
+    for _ in 0..200 {
+        store.on_tick();
+        let sent = drain(&mut store);
+        assert!(sent.is_empty(), "{sent:?}");
+    }
+    assert_eq!(store.raft(RegionId(7)).unwrap().role(), Role::Follower);
+    // And it serves nothing.
+    let request = KvRequest {
+        namespace: "test".into(),
+        mode: Mode::Raw,
+        region: RegionId(7),
+        epoch: RegionEpoch::default(),
+        op: KvOp::Get { key: b"a".to_vec() },
+    };
+    store.on_request(1, request);
+    let replies = store.take_replies();
+    assert!(matches!(
+        replies[..],
+        [(1, Err(KvError::RegionNotFound(_)))]
+    ));
+}
+
+#[test]
+fn a_split_applied_after_a_message_created_its_region_replaces_the_uninitialized_peer() {
+    let mut cluster = Cluster::new(10_000);
+    let (_, late) = cluster.split_with_one_replica_down();
+    for i in 0..5 {
+        let written = cluster.put_at_current_epoch(RegionId(4), &format!("x{i}"));
+        assert!(written.is_ok(), "{written:?}");
+    }
+    // The late replica hears from the new Region's leader in the same batch that brings the
+    // split: the message creates the peer first, then the split applies and replaces it.
+    cluster.down.clear();
+    let leader4 = cluster.leader(RegionId(4)).unwrap();
+    for _ in 0..300 {
+        let store = &cluster.stores[&late];
+        if store
+            .kv(RegionId(4))
+            .is_some_and(|kv| kv.get("test", b"x4").is_some())
+        {
+            break;
+        }
+        cluster.tick(1);
+    }
+    let stats = cluster.stores[&late].stats();
+    assert_eq!(stats.peers_created_by_message, 1, "{stats:?}");
+    assert_eq!(stats.splits_applied, 1, "{stats:?}");
+    assert!(!cluster.stores[&late].is_uninitialized(RegionId(4)));
+    let regions: Vec<Region> = cluster.stores[&late].regions().cloned().collect();
+    let expected: Vec<Region> = cluster.stores[&leader4].regions().cloned().collect();
+    assert_eq!(regions, expected, "one new region, as on the other nodes");
+    assert_eq!(keys_of(&cluster, late, 4), keys_of(&cluster, leader4, 4));
+    assert_eq!(keys_of(&cluster, late, 2), keys_of(&cluster, leader4, 2));
+}

@@ -274,6 +274,8 @@ async fn start_core(
     store_config.snapshot_interval_entries = config.snapshot_interval_entries;
     store_config.pending_requests_max = config.pending_requests_max;
     store_config.unsafe_local_strong_reads = unsafe_follower_reads;
+    store_config.core = core;
+    store_config.cores = meta.cores;
     let mut store = Store::new(store_config);
     let snapshot_dir = core_dir.join("snapshots");
     let regions = meta.regions(&config.data_dir).map_err(|e| e.to_string())?;
