@@ -386,10 +386,18 @@ impl Store {
             MessageBody::RequestVote { .. } => false,
             MessageBody::InstallSnapshot { snapshot } => {
                 match split::decode_envelope_region(&snapshot.data) {
-                    Ok(Some(described)) if described.id == region => !self
-                        .peers
-                        .values()
-                        .any(|p| p.initialized && p.region.overlaps(&described)),
+                    // A Region here whose range overlaps with a version not above the
+                    // snapshot's is older: the split that shrinks it has not applied here
+                    // yet. One with a higher version came from a later split of this Region
+                    // (the leader's stored snapshot predates it); replaying the log after
+                    // the snapshot applies that split again, which then creates nothing.
+                    Ok(Some(described)) if described.id == region => {
+                        !self.peers.values().any(|p| {
+                            p.initialized
+                                && p.region.overlaps(&described)
+                                && p.region.epoch.version <= described.epoch.version
+                        })
+                    }
                     _ => false,
                 }
             }
