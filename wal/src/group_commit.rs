@@ -207,10 +207,12 @@ pub(crate) async fn run_flusher(shared: Rc<Shared>, mut segment: ActiveSegment) 
             Err(error) => {
                 tracing::error!(%error, "WAL write failed; the WAL accepts no more appends");
                 shared.queue.borrow_mut().fail(error.to_string());
+                shared.drop_spare().await;
                 return;
             }
         }
     }
+    shared.drop_spare().await;
     if let Err(error) = segment.close().await {
         tracing::warn!(%error, "closing the active WAL segment failed");
     }
@@ -238,6 +240,9 @@ async fn flush(shared: &Shared, segment: &mut ActiveSegment, bodies: &[Vec<u8>])
     }
     let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
     let written = segment.write_record(RecordType::Batch, &slices).await?;
+    if segment.room() < shared.options.segment_size_bytes / 2 {
+        shared.start_spare(segment.seq().next());
+    }
     let view = written.view();
     if let Err(reason) = shared
         .index

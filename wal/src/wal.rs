@@ -32,7 +32,7 @@ use crate::log_batch::LogBatch;
 use crate::options::WalOptions;
 use crate::recovery::{self, Replayed};
 use crate::scan::TornTail;
-use crate::segment::{self, ActiveSegment};
+use crate::segment::{self, ActiveSegment, SpareSegment};
 
 /// What `Wal::open` found on disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) index: RefCell<MemIndex>,
     pub(crate) queue: RefCell<Queue>,
     segments: RefCell<Segments>,
+    /// The task preparing the next segment's file ahead of need (see `SpareSegment`).
+    spare: RefCell<Option<JoinHandle<Result<SpareSegment>>>>,
 }
 
 impl Shared {
@@ -82,14 +84,10 @@ impl Shared {
             )));
         }
         let next = segment.seq().next();
-        let created = ActiveSegment::create(
-            &self.options.dir,
-            next,
-            self.options.segment_size_bytes,
-            &checkpoint,
-            &self.options.faults,
-        )
-        .await?;
+        let spare = self.take_spare(next).await?;
+        let created =
+            ActiveSegment::start(spare, &self.options.dir, &checkpoint, &self.options.faults)
+                .await?;
         let finished = std::mem::replace(segment, created);
         if let Err(error) = finished.close().await {
             tracing::warn!(%error, "closing a full WAL segment failed");
@@ -102,6 +100,53 @@ impl Shared {
         self.queue.borrow_mut().stats.segments_created += 1;
         self.purge().await?;
         Ok(())
+    }
+
+    /// Starts preparing segment `seq`'s file in the background, zero-filled, unless that is
+    /// under way or `WalOptions::zero_fill_segments` is off. The flusher calls it once the
+    /// active segment is half full: early enough for the zeros to be written long before they
+    /// are needed, late enough that a short-lived WAL writes no spare at all.
+    pub(crate) fn start_spare(&self, seq: SegmentSeq) {
+        if !self.options.zero_fill_segments || self.spare.borrow().is_some() {
+            return;
+        }
+        let (dir, len) = (self.options.dir.clone(), self.options.segment_size_bytes);
+        let task =
+            glommio::spawn_local(async move { SpareSegment::prepare(&dir, seq, len, true).await })
+                .detach();
+        *self.spare.borrow_mut() = Some(task);
+    }
+
+    /// The prepared file for segment `seq`: the spare when it is ready (waiting for it if
+    /// it is still being zero-filled), else one made now without zero-filling.
+    async fn take_spare(&self, seq: SegmentSeq) -> Result<SpareSegment> {
+        let task = self.spare.borrow_mut().take();
+        if let Some(task) = task {
+            match task.await {
+                Some(Ok(spare)) if spare.seq() == seq => return Ok(spare),
+                Some(Ok(_)) | None => {}
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "preparing a spare WAL segment failed");
+                }
+            }
+            remove_spare_file(&self.options.dir, seq)?;
+        }
+        let len = self.options.segment_size_bytes;
+        SpareSegment::prepare(&self.options.dir, seq, len, false).await
+    }
+
+    /// Stops a spare still being prepared and deletes its file (the WAL is closing).
+    pub(crate) async fn drop_spare(&self) {
+        let task = self.spare.borrow_mut().take();
+        let Some(task) = task else { return };
+        task.cancel();
+        let seq = match task.await {
+            Some(Ok(spare)) => spare.seq(),
+            _ => self.segments.borrow().active.next(),
+        };
+        if let Err(error) = remove_spare_file(&self.options.dir, seq) {
+            tracing::warn!(%error, "deleting a spare WAL segment failed");
+        }
     }
 
     async fn purge(&self) -> Result<Vec<SegmentSeq>> {
@@ -216,6 +261,7 @@ impl Wal {
                 active: segment.seq(),
                 read_files: HashMap::new(),
             }),
+            spare: RefCell::new(None),
         });
         let flusher =
             glommio::spawn_local(group_commit::run_flusher(shared.clone(), segment)).detach();
@@ -510,6 +556,17 @@ fn decode_stored_entry(
         kind,
         data: data.into(),
     })
+}
+
+/// Deletes the temporary file of segment `seq` if it exists.
+fn remove_spare_file(dir: &std::path::Path, seq: SegmentSeq) -> Result<()> {
+    let path = segment::spare_path(dir, seq);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(WalError::io("delete spare segment", &path, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Deletes `*.tmp` files left by a segment creation that a crash interrupted.

@@ -183,3 +183,89 @@ async fn append_entries(
     batch.add_entries(region, &entries);
     wal.append(batch).await.unwrap();
 }
+
+/// The next segment is prepared in the background as `<name>.tmp`, zero-filled so that group
+/// commits overwrite initialized blocks (no unwritten extents left for the file system to
+/// convert, checked with FIEMAP where the file system reports extents), and closing deletes
+/// a spare that was not used.
+#[test]
+fn the_next_segment_is_prepared_zero_filled_and_a_spare_is_deleted_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(dir.path());
+    let region = RegionId(1);
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (wal, _) = Wal::open(options.clone()).await.unwrap();
+        let mut model = BTreeMap::new();
+        let mut index = 1;
+        while wal.segments().len() < 2 {
+            append_entries(&wal, &mut model, region, vec![entry(region, index, 1, 900)]).await;
+            index += 1;
+        }
+        // The second segment was the spare: its blocks are all written.
+        let active = *wal.segments().last().unwrap();
+        let active_path = path.join(active.file_name());
+        if let Some(unwritten) = unwritten_extents(&active_path) {
+            assert_eq!(unwritten, 0, "{active_path:?} has unwritten extents");
+        }
+        // Once the active segment is half full, the next spare is prepared.
+        let spare = path.join(format!("{}.tmp", active.next().file_name()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(&spare).map_or(true, |m| m.len() < options.segment_size_bytes) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no spare at {spare:?}"
+            );
+            if wal.segments().last() == Some(&active) {
+                append_entries(&wal, &mut model, region, vec![entry(region, index, 1, 900)]).await;
+                index += 1;
+            } else {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        wal.close().await.unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let (wal, report) = Wal::open(options).await.unwrap();
+        assert!(report.removed_temp_files.is_empty());
+        assert_matches(&wal, &model);
+        wal.close().await.unwrap();
+    });
+}
+
+/// How many of the file's extents are preallocated but never written (FIEMAP), or `None`
+/// when the file system does not report extents.
+fn unwritten_extents(path: &std::path::Path) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const EXTENTS_MAX: usize = 64;
+    // struct fiemap (32 bytes) followed by struct fiemap_extent (56 bytes) each.
+    let mut buffer = vec![0u64; (32 + 56 * EXTENTS_MAX) / 8];
+    let header = buffer.as_mut_ptr() as *mut u8;
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: the buffer is large enough for the header and EXTENTS_MAX extents, and
+    // 8-byte aligned; the fields written are those of struct fiemap.
+    let extents = unsafe {
+        (header.add(8) as *mut u64).write(u64::MAX); // fm_length
+        (header.add(16) as *mut u32).write(FIEMAP_FLAG_SYNC); // fm_flags
+        (header.add(24) as *mut u32).write(EXTENTS_MAX as u32); // fm_extent_count
+        if libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, header) != 0 {
+            return None;
+        }
+        (header.add(20) as *const u32).read() as usize // fm_mapped_extents
+    };
+    let unwritten = (0..extents)
+        .filter(|k| {
+            // SAFETY: extent k lies within the buffer; fe_flags is at offset 40 of it.
+            let flags = unsafe { (header.add(32 + 56 * k + 40) as *const u32).read() };
+            flags & FIEMAP_EXTENT_UNWRITTEN != 0
+        })
+        .count();
+    Some(unwritten)
+}

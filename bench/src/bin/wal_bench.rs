@@ -3,7 +3,8 @@
 //!
 //! One glommio executor (one core). `--appenders` tasks each append one entry of
 //! `--entry-bytes` to their own Region in a loop; every append returns only once durable.
-//! The raw baseline writes 4 KiB blocks through a DMA file and fdatasyncs after each one.
+//! The raw baseline is one 4 KiB O_DIRECT `pwrite` + one `fdatasync` as plain system calls
+//! (see `raw_fdatasync`), into zero-filled blocks like the WAL's segments.
 //! Results are HDR histograms (p50/p99/p99.9/max), never a bare mean.
 
 use std::cell::RefCell;
@@ -13,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use glommio::io::OpenOptions;
 use glommio::Placement;
 use hdrhistogram::Histogram;
 use tessera_wal::{Entry, EntryKind, LogBatch, LogIndex, RegionId, Term, Wal, WalOptions};
@@ -39,6 +39,13 @@ struct Args {
     /// Raw 4 KiB write + fdatasync operations for the baseline.
     #[arg(long, default_value_t = 3000)]
     raw_syncs: usize,
+    /// Zero-fill segments ahead of need (`WalOptions::zero_fill_segments`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    zero_fill_segments: bool,
+    /// Seconds of appends before measuring (the first segment of a fresh WAL is not
+    /// zero-filled; at 64 appenders it fills within about a second on the reference disk).
+    #[arg(long, default_value_t = 2)]
+    warmup_seconds: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,13 +70,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, &appenders) in args.appenders.iter().enumerate() {
         // The raw baseline right before each run, so both see the same disk and load.
-        // Overwriting blocks already written: fdatasync flushes data only, no extent
-        // conversion, the fastest a single 4 KiB write + fdatasync gets (conservative).
-        let raw = raw_fdatasync(&dir.path().join(format!("raw-{i}")), args.raw_syncs, true).await?;
+        let raw = raw_fdatasync(&dir.path().join(format!("raw-{i}")), args.raw_syncs)?;
         let raw_rate = args.raw_syncs as f64 / raw.elapsed.as_secs_f64();
         let raw_p50 = raw.latency.value_at_quantile(0.5);
         let wal_dir = dir.path().join(format!("wal-{i}"));
-        let result = wal_run(&wal_dir, appenders, args.entry_bytes, args.seconds).await?;
+        let mut options = WalOptions::new(&wal_dir);
+        options.zero_fill_segments = args.zero_fill_segments;
+        let result = wal_run(options, appenders, &args).await?;
         let seconds = result.elapsed.as_secs_f64();
         let appends_per_second = result.appends as f64 / seconds;
         let p99 = result.latency.value_at_quantile(0.99);
@@ -96,48 +103,48 @@ struct RawResult {
     latency: Histogram<u64>,
 }
 
-/// One 4 KiB O_DIRECT write then one fdatasync, `count` times, into a preallocated file
-/// whose blocks were all written once before (`overwrite`) or never.
-async fn raw_fdatasync(
-    path: &std::path::Path,
-    count: usize,
-    overwrite: bool,
-) -> anyhow::Result<RawResult> {
-    let file = OpenOptions::new()
+/// A 4 KiB-aligned 4 KiB buffer for O_DIRECT.
+#[repr(C, align(4096))]
+struct Block([u8; 4096]);
+
+/// The raw baseline: `count` times one 4 KiB `pwrite` (O_DIRECT) then one `fdatasync`, as
+/// plain blocking system calls on this thread, into a fresh block of a file whose blocks were
+/// all written with zeros (and synced) first, like a zero-filled WAL segment.
+///
+/// Plain system calls rather than the executor's io_uring: io_uring runs an fdatasync on a
+/// kernel worker thread that inherits this thread's CPU pinning, so a spinning executor
+/// delays its own fdatasync until it parks or is preempted (about `--spin-us`), and a parked
+/// one adds its wake-up. Neither is the disk; this measures the disk (and the file system's
+/// data-only fdatasync) alone.
+fn raw_fdatasync(path: &std::path::Path, count: usize) -> anyhow::Result<RawResult> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
-        .dma_open(path)
-        .await
-        .map_err(std::io::Error::from)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    file.pre_allocate((count as u64 + 1) * 4096, false)
-        .await
-        .map_err(std::io::Error::from)?;
-    if overwrite {
-        for i in 0..count {
-            let mut buffer = file.alloc_dma_buffer(4096);
-            buffer.as_bytes_mut().fill(0);
-            file.write_at(buffer, i as u64 * 4096)
-                .await
-                .map_err(std::io::Error::from)?;
-        }
-        file.fdatasync().await.map_err(std::io::Error::from)?;
+    let mut block = Box::new(Block([0u8; 4096]));
+    for i in 0..count {
+        file.write_all_at(&block.0, i as u64 * 4096)
+            .context("zero-filling the raw file")?;
     }
+    file.sync_data().context("fdatasync")?;
     let mut latency = Histogram::<u64>::new(3)?;
     let start = Instant::now();
     for i in 0..count {
+        block.0.fill(i as u8 | 1);
         let began = Instant::now();
-        let mut buffer = file.alloc_dma_buffer(4096);
-        buffer.as_bytes_mut().fill(i as u8);
-        file.write_at(buffer, i as u64 * 4096)
-            .await
-            .map_err(std::io::Error::from)?;
-        file.fdatasync().await.map_err(std::io::Error::from)?;
+        file.write_all_at(&block.0, i as u64 * 4096)
+            .context("raw write")?;
+        file.sync_data().context("fdatasync")?;
         latency.record(began.elapsed().as_micros() as u64)?;
     }
     let elapsed = start.elapsed();
-    file.close().await.map_err(std::io::Error::from)?;
+    drop(file);
+    std::fs::remove_file(path).context("deleting the raw file")?;
     Ok(RawResult { elapsed, latency })
 }
 
@@ -155,13 +162,8 @@ struct Shared {
     latency: Histogram<u64>,
 }
 
-async fn wal_run(
-    dir: &std::path::Path,
-    appenders: usize,
-    entry_bytes: usize,
-    seconds: u64,
-) -> anyhow::Result<WalResult> {
-    let options = WalOptions::new(dir);
+async fn wal_run(options: WalOptions, appenders: usize, args: &Args) -> anyhow::Result<WalResult> {
+    let (entry_bytes, seconds) = (args.entry_bytes, args.seconds);
     let (wal, _) = Wal::open(options).await?;
     let wal = Rc::new(wal);
     let shared = Rc::new(RefCell::new(Shared {
@@ -198,7 +200,7 @@ async fn wal_run(
             }
         }));
     }
-    glommio::timer::sleep(Duration::from_secs(1)).await;
+    glommio::timer::sleep(Duration::from_secs(args.warmup_seconds)).await;
     let flushes_before = wal.stats().flushes;
     shared.borrow_mut().measuring = true;
     let start = Instant::now();
