@@ -58,14 +58,11 @@ impl FaultKind {
         FaultKind::RestartAll,
     ];
 
-    /// Kinds that keep every process running (for the broken-mode test, where reads go to
-    /// any replica and a stale one must be reachable).
-    pub const NETWORK_AND_PAUSES: [FaultKind; 4] = [
-        FaultKind::PauseNode,
-        FaultKind::PartitionMinority,
-        FaultKind::IsolateLeader,
-        FaultKind::LeaderCannotReceive,
-    ];
+    /// Kinds that leave a running replica cut off from the Region's leader while clients can
+    /// still reach it (for the broken-mode test, where reads go to any replica and a stale
+    /// one must be reachable).
+    pub const STALE_REPLICAS: [FaultKind; 2] =
+        [FaultKind::PartitionMinority, FaultKind::IsolateLeader];
 }
 
 /// One drawn fault.
