@@ -10,6 +10,8 @@
 //! - [`index`]: where every stored entry lies, rebuilt on recovery;
 //! - [`scan`]: memory-mapped reading and the recovery rules, shared with the `tessera-wal` tool;
 //! - [`recovery`]: rebuilding the index from the segments, the read-only half of opening;
+//! - [`memory`]: the same log held in memory ([`memory::MemLog`]) for deterministic
+//!   simulations, and [`memory::LogRead`], what recovery reads from either;
 //! - [`snapshot`]: durable snapshot files read through `memmap2`;
 //! - [`executor`]: building a glommio executor within the locked-memory limit.
 //!
@@ -55,6 +57,7 @@ pub mod format;
 mod group_commit;
 pub mod index;
 pub mod log_batch;
+pub mod memory;
 pub mod options;
 pub mod recovery;
 pub mod scan;
@@ -67,6 +70,7 @@ pub use faults::{FaultInjection, FaultSpec};
 pub use format::SegmentSeq;
 pub use group_commit::WalStats;
 pub use log_batch::LogBatch;
+pub use memory::{LogRead, MemLog};
 pub use options::WalOptions;
 pub use scan::TornTail;
 pub use tessera_core::{Entry, EntryKind, HardState, LogIndex, NodeId, Payload, RegionId, Term};

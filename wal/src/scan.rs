@@ -1,7 +1,9 @@
 //! Reading segment files through `memmap2`: the code recovery and the `tessera-wal` tool share.
 //!
-//! Nothing here writes. [`SegmentReader`] maps one segment and steps through its records;
-//! [`scan_dir`] walks every segment in order and applies the recovery rules:
+//! Nothing here writes. [`SegmentReader`] maps one segment (or holds its bytes in memory, for
+//! a simulated disk) and steps through its records; [`scan_dir`] (and [`scan_segments`], its
+//! form over segments already at hand) walks every segment in order and applies the recovery
+//! rules:
 //!
 //! 1. Segment files form one run of consecutive sequence numbers (a purged prefix is fine; a
 //!    hole is [`WalError::MissingSegment`]), and each header names its own sequence number.
@@ -13,6 +15,7 @@
 //! 4. A record whose checksum matches but whose body does not decode is corruption wherever
 //!    it is: a complete write cannot be torn.
 
+use std::borrow::Borrow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -50,17 +53,27 @@ pub fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>> {
         }
     }
     segments.sort_by_key(|segment| segment.seq);
-    for pair in segments.windows(2) {
-        if pair[1].seq != pair[0].seq.next() {
+    let seqs: Vec<SegmentSeq> = segments.iter().map(|segment| segment.seq).collect();
+    check_consecutive(dir, &seqs)?;
+    Ok(segments)
+}
+
+/// Checks that sorted segment numbers form one consecutive run.
+///
+/// # Errors
+/// `MissingSegment` on the first hole.
+pub fn check_consecutive(dir: &Path, seqs: &[SegmentSeq]) -> Result<()> {
+    for pair in seqs.windows(2) {
+        if pair[1] != pair[0].next() {
             return Err(WalError::MissingSegment {
                 dir: dir.to_path_buf(),
-                previous: pair[0].seq,
-                expected: pair[0].seq.next(),
-                found: pair[1].seq,
+                previous: pair[0],
+                expected: pair[0].next(),
+                found: pair[1],
             });
         }
     }
-    Ok(segments)
+    Ok(())
 }
 
 /// One record read from a segment, checksum verified and body decoded.
@@ -102,11 +115,17 @@ pub enum Step<'a> {
     Damaged { reason: String, complete: bool },
 }
 
-/// A mapped segment file.
+/// The bytes of a segment: a mapped file, or bytes held in memory (simulations, tests).
+enum Backing {
+    Mapped(Option<Mmap>),
+    Owned(Vec<u8>),
+}
+
+/// A segment's bytes with its header checked: a mapped file, or bytes in memory.
 pub struct SegmentReader {
     seq: SegmentSeq,
     path: PathBuf,
-    map: Option<Mmap>,
+    backing: Backing,
 }
 
 impl SegmentReader {
@@ -132,21 +151,47 @@ impl SegmentReader {
                     .map_err(|e| WalError::io("map segment", &segment.path, e))?,
             )
         };
-        let reader = SegmentReader {
+        SegmentReader {
             seq: segment.seq,
             path: segment.path.clone(),
-            map,
-        };
-        let in_header = format::decode_segment_header(reader.bytes())
-            .map_err(|reason| WalError::corruption(segment.seq, 0, reason))?;
-        if in_header != segment.seq {
+            backing: Backing::Mapped(map),
+        }
+        .checked()
+    }
+
+    /// A segment held in memory as `bytes` (a simulated disk), checked like a file. Its path
+    /// is the file name it would have.
+    ///
+    /// # Errors
+    /// As [`SegmentReader::open`], without the I/O errors.
+    pub fn from_bytes(seq: SegmentSeq, bytes: Vec<u8>) -> Result<SegmentReader> {
+        SegmentReader {
+            seq,
+            path: PathBuf::from(seq.file_name()),
+            backing: Backing::Owned(bytes),
+        }
+        .checked()
+    }
+
+    fn checked(self) -> Result<SegmentReader> {
+        let in_header = format::decode_segment_header(self.bytes())
+            .map_err(|reason| WalError::corruption(self.seq, 0, reason))?;
+        if in_header != self.seq {
             return Err(WalError::MisnamedSegment {
-                path: segment.path.clone(),
-                in_name: segment.seq,
+                path: self.path.clone(),
+                in_name: self.seq,
                 in_header,
             });
         }
-        Ok(reader)
+        Ok(self)
+    }
+
+    /// Takes the bytes of an in-memory segment (`None` for a mapped file).
+    pub fn into_owned_bytes(self) -> Option<Vec<u8>> {
+        match self.backing {
+            Backing::Owned(bytes) => Some(bytes),
+            Backing::Mapped(_) => None,
+        }
     }
 
     /// The segment's sequence number.
@@ -161,7 +206,10 @@ impl SegmentReader {
 
     /// All bytes of the file.
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        match &self.backing {
+            Backing::Mapped(map) => map.as_deref().unwrap_or(&[]),
+            Backing::Owned(bytes) => bytes,
+        }
     }
 
     /// File length in bytes.
@@ -298,13 +346,32 @@ pub struct DirScan {
 /// and whatever `visit` returns.
 pub fn scan_dir(
     dir: &Path,
-    mut visit: impl FnMut(&SegmentReader, &RecordView<'_>) -> Result<()>,
+    visit: impl FnMut(&SegmentReader, &RecordView<'_>) -> Result<()>,
 ) -> Result<DirScan> {
     let segments = list_segments(dir)?;
+    scan_segments(segments.iter().map(SegmentReader::open), visit)
+}
+
+/// [`scan_dir`] over segments opened one by one as the scan reaches them (mapped files, or
+/// bytes in memory for a simulated disk), oldest first; the caller checks that they are
+/// consecutive.
+///
+/// # Errors
+/// As [`scan_dir`], and whatever opening a segment returns.
+pub fn scan_segments<R: Borrow<SegmentReader>>(
+    readers: impl ExactSizeIterator<Item = Result<R>>,
+    mut visit: impl FnMut(&SegmentReader, &RecordView<'_>) -> Result<()>,
+) -> Result<DirScan> {
     let mut scan = DirScan::default();
-    for (i, segment) in segments.iter().enumerate() {
-        let newest = i + 1 == segments.len();
-        let reader = SegmentReader::open(segment)?;
+    let count = readers.len();
+    for (i, reader) in readers.enumerate() {
+        let newest = i + 1 == count;
+        let reader = reader?;
+        let reader: &SegmentReader = reader.borrow();
+        scan.segments.push(SegmentFile {
+            seq: reader.seq(),
+            path: reader.path().to_path_buf(),
+        });
         let mut offset = reader.first_record_offset();
         loop {
             match reader.step(offset) {
@@ -326,7 +393,6 @@ pub fn scan_dir(
             scan.newest_len = reader.len();
         }
     }
-    scan.segments = segments;
     Ok(scan)
 }
 

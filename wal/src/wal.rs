@@ -152,11 +152,7 @@ impl Shared {
     async fn purge(&self) -> Result<Vec<SegmentSeq>> {
         let doomed: Vec<SegmentSeq> = {
             let mut segments = self.segments.borrow_mut();
-            let keep_from = self
-                .index
-                .borrow()
-                .oldest_needed_segment()
-                .map_or(segments.active, |oldest| oldest.min(segments.active));
+            let keep_from = purge_keep_from(&self.index.borrow(), segments.active);
             let doomed: Vec<SegmentSeq> = segments.live.range(..keep_from).copied().collect();
             for seq in &doomed {
                 segments.live.remove(seq);
@@ -402,23 +398,7 @@ impl Wal {
     /// # Errors
     /// `UnknownRegion`, `Compacted` below the mark, `Unavailable` past the last index.
     pub fn term(&self, region: RegionId, index: LogIndex) -> Result<Term> {
-        let index_guard = self.shared.index.borrow();
-        let log = region_log(&index_guard, region)?;
-        if let Some(term) = log.term(index) {
-            return Ok(term);
-        }
-        if index < log.first_index() {
-            return Err(WalError::Compacted {
-                region,
-                requested: index,
-                first: log.first_index(),
-            });
-        }
-        Err(WalError::Unavailable {
-            region,
-            requested: index,
-            last: log.last_index(),
-        })
+        read_term(&self.shared.index.borrow(), region, index)
     }
 
     /// The latest hard state of `region`, `None` if it never had one.
@@ -468,11 +448,71 @@ impl Drop for Wal {
     }
 }
 
-fn region_log(index: &MemIndex, region: RegionId) -> Result<&RegionLog> {
+impl crate::memory::LogRead for Wal {
+    fn first_index(&self, region: RegionId) -> Result<LogIndex> {
+        Wal::first_index(self, region)
+    }
+
+    fn last_index(&self, region: RegionId) -> Result<LogIndex> {
+        Wal::last_index(self, region)
+    }
+
+    fn term(&self, region: RegionId, index: LogIndex) -> Result<Term> {
+        Wal::term(self, region, index)
+    }
+
+    fn entries(
+        &self,
+        region: RegionId,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>> {
+        Wal::entries(self, region, low, high, max_bytes)
+    }
+
+    fn hard_state(&self, region: RegionId) -> Result<Option<HardState>> {
+        Wal::hard_state(self, region)
+    }
+}
+
+/// The oldest segment to keep when purging: the oldest any Region needs, at most `active`.
+pub(crate) fn purge_keep_from(index: &MemIndex, active: SegmentSeq) -> SegmentSeq {
+    index
+        .oldest_needed_segment()
+        .map_or(active, |oldest| oldest.min(active))
+}
+
+pub(crate) fn region_log(index: &MemIndex, region: RegionId) -> Result<&RegionLog> {
     index.region(region).ok_or(WalError::UnknownRegion(region))
 }
 
-fn check_range(region: RegionId, log: &RegionLog, low: LogIndex, high: LogIndex) -> Result<()> {
+/// The term of `region`'s entry at `index` (see [`Wal::term`]).
+pub(crate) fn read_term(index: &MemIndex, region: RegionId, at: LogIndex) -> Result<Term> {
+    let log = region_log(index, region)?;
+    if let Some(term) = log.term(at) {
+        return Ok(term);
+    }
+    if at < log.first_index() {
+        return Err(WalError::Compacted {
+            region,
+            requested: at,
+            first: log.first_index(),
+        });
+    }
+    Err(WalError::Unavailable {
+        region,
+        requested: at,
+        last: log.last_index(),
+    })
+}
+
+pub(crate) fn check_range(
+    region: RegionId,
+    log: &RegionLog,
+    low: LogIndex,
+    high: LogIndex,
+) -> Result<()> {
     if low < log.first_index() {
         return Err(WalError::Compacted {
             region,
@@ -491,7 +531,7 @@ fn check_range(region: RegionId, log: &RegionLog, low: LogIndex, high: LogIndex)
 }
 
 /// The entries to read: from `low`, while under `max_bytes` (but at least one).
-fn pick_locations(
+pub(crate) fn pick_locations(
     log: &RegionLog,
     low: LogIndex,
     high: LogIndex,
@@ -534,7 +574,7 @@ fn contiguous_run_end(locations: &[(LogIndex, Term, EntryLocation)], start: usiz
     end
 }
 
-fn decode_stored_entry(
+pub(crate) fn decode_stored_entry(
     bytes: &[u8],
     index: LogIndex,
     term: Term,

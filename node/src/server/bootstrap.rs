@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use tessera_core::{Entry, LogIndex, MemStorage, NodeId, RegionId, Snapshot, SnapshotMetadata};
-use tessera_wal::Wal;
+use tessera_wal::{LogBatch, LogRead, Wal};
 
 use crate::config::ConfigError;
 use crate::config::NodeConfig;
 use crate::kv::KvState;
 use crate::meta::{DataMeta, MetaError, RegionMeta, StoreMeta};
 use crate::region::{owning_core, validate_layout, Region, RegionEpoch};
-use crate::server::snapshot_files;
+use crate::server::snapshot_files::{self, SnapshotFile};
 use crate::store::Store;
 
 /// Entries read back from the WAL per call during recovery.
@@ -193,11 +193,38 @@ pub struct RecoverySummary {
     pub entries: usize,
 }
 
+/// Where recovery finds Region snapshots: the core's snapshot directory (a `Path`), or the
+/// simulated disk of the deterministic simulation.
+pub trait SnapshotSource {
+    /// The Regions that have a snapshot.
+    ///
+    /// # Errors
+    /// When the snapshots cannot be listed.
+    fn regions(&self) -> Result<Vec<RegionId>, String>;
+    /// The newest snapshot of `region`, if any.
+    ///
+    /// # Errors
+    /// When it cannot be read or is damaged.
+    fn newest(&self, region: RegionId) -> Result<Option<SnapshotFile>, String>;
+}
+
+impl SnapshotSource for Path {
+    fn regions(&self) -> Result<Vec<RegionId>, String> {
+        snapshot_files::regions(self)
+    }
+
+    fn newest(&self, region: RegionId) -> Result<Option<SnapshotFile>, String> {
+        snapshot_files::newest(self, region)
+    }
+}
+
 /// Rebuilds the Store of core `core`: each of its Regions from its newest snapshot (or the
-/// bootstrap state) plus the WAL entries after it.
+/// bootstrap state) plus the WAL entries after it. The node passes its WAL and snapshot
+/// directory; the deterministic simulation passes its in-memory log and snapshots, so both
+/// recover through this code.
 ///
 /// The Regions are those of the first layout (`regions`, from `meta.toml`) that this core
-/// owns, plus every Region with a snapshot file in `snapshot_dir` (Regions created by
+/// owns, plus every Region with a snapshot in `snapshots` (Regions created by
 /// splits start with one). A snapshot's envelope gives the Region's range and epoch as of
 /// the snapshot; later splits replay from the WAL.
 ///
@@ -208,8 +235,8 @@ pub fn recover_store(
     regions: &[Region],
     core: usize,
     cores: usize,
-    wal: &Wal,
-    snapshot_dir: &Path,
+    wal: &impl LogRead,
+    snapshots: &(impl SnapshotSource + ?Sized),
 ) -> Result<RecoverySummary, String> {
     let mut summary = RecoverySummary::default();
     let mut ids: Vec<RegionId> = regions
@@ -217,13 +244,16 @@ pub fn recover_store(
         .filter(|r| owning_core(r.id, cores) == core)
         .map(|r| r.id)
         .collect();
-    ids.extend(snapshot_files::regions(snapshot_dir)?);
+    ids.extend(snapshots.regions()?);
     ids.sort_unstable();
     ids.dedup();
     for id in ids {
         let known = regions.iter().find(|r| r.id == id);
+        let snapshot = snapshots
+            .newest(id)
+            .map_err(|e| format!("region {}: {e}", id.0))?;
         let (region, storage, kv, snapshot_found, entries) =
-            recover_region(id, known, wal, snapshot_dir)?;
+            recover_region(id, known, wal, snapshot)?;
         summary.regions += 1;
         summary.snapshots += usize::from(snapshot_found);
         summary.entries += entries;
@@ -240,7 +270,19 @@ pub fn recover_store(
 /// # Errors
 /// When the WAL append fails.
 pub async fn mark_new_regions(wal: &Wal, store: &Store) -> Result<(), String> {
-    let mut batch = tessera_wal::LogBatch::new();
+    let batch = new_regions_batch(wal, store);
+    if batch.is_empty() {
+        return Ok(());
+    }
+    wal.append(batch)
+        .await
+        .map_err(|e| format!("recording new regions in the WAL: {e}"))
+}
+
+/// The batch `mark_new_regions` appends: a bootstrap compaction mark for each of the Store's
+/// Regions the WAL knows nothing about (empty when there are none).
+pub fn new_regions_batch(wal: &impl LogRead, store: &Store) -> LogBatch {
+    let mut batch = LogBatch::new();
     for region in store.regions() {
         if wal.last_index(region.id).is_err() {
             batch.compact_to(
@@ -250,23 +292,16 @@ pub async fn mark_new_regions(wal: &Wal, store: &Store) -> Result<(), String> {
             );
         }
     }
-    if batch.is_empty() {
-        return Ok(());
-    }
-    wal.append(batch)
-        .await
-        .map_err(|e| format!("recording new regions in the WAL: {e}"))
+    batch
 }
 
 /// One Region: `known` is its first-layout entry, if it has one.
 fn recover_region(
     id: RegionId,
     known: Option<&Region>,
-    wal: &Wal,
-    snapshot_dir: &Path,
+    wal: &impl LogRead,
+    snapshot: Option<SnapshotFile>,
 ) -> Result<(Region, MemStorage, KvState, bool, usize), String> {
-    let snapshot =
-        snapshot_files::newest(snapshot_dir, id).map_err(|e| format!("region {}: {e}", id.0))?;
     let snapshot_found = snapshot.is_some();
     let mut kv = KvState::default();
     let mut region = known.cloned();
@@ -332,7 +367,11 @@ fn storage_last(storage: &MemStorage) -> LogIndex {
 }
 
 /// The Region's WAL entries after `after` (entries at or below it are covered already).
-fn wal_entries_after(wal: &Wal, region: RegionId, after: LogIndex) -> Result<Vec<Entry>, String> {
+fn wal_entries_after(
+    wal: &impl LogRead,
+    region: RegionId,
+    after: LogIndex,
+) -> Result<Vec<Entry>, String> {
     let Ok(last) = wal.last_index(region) else {
         return Ok(Vec::new()); // nothing logged for this Region yet
     };

@@ -35,6 +35,7 @@ use crate::store::{Persisted, Store, StoreReady, Token};
 use super::clients::{encode_response, to_kv_request, to_wire_epoch, to_wire_result, ReplyTo};
 use super::cross_core::{CrossCore, Links};
 use super::pd_host::{PdAnswer, PdHost};
+use super::round::round_batch;
 use super::snapshot_files;
 
 /// Events waiting for the core loop, at most this many (then senders back off).
@@ -430,32 +431,20 @@ impl CoreLoop {
         Ok(())
     }
 
-    /// The round's WAL batch. A received snapshot is written to its file first, so that the
-    /// compaction mark in this batch never points past a durable snapshot.
+    /// The round's WAL batch (see `round`). Received snapshots are written to their files
+    /// first, so that the install mark in this batch never points past a durable snapshot.
     fn wal_batch(&mut self, ready: &StoreReady) -> Result<LogBatch, CoreError> {
-        let mut batch = LogBatch::new();
-        for (region, index, term) in self.compactions.drain(..) {
-            batch.compact_to(region, index, term);
+        let round = round_batch(ready, self.compactions.drain(..));
+        for taken in &round.received_snapshots {
+            self.write_snapshot_file(
+                taken.region,
+                taken.index,
+                taken.term,
+                &taken.conf_state,
+                &taken.data,
+            )?;
         }
-        for (region, group) in ready.groups() {
-            if let Some(snapshot) = &group.snapshot {
-                let meta = &snapshot.metadata;
-                let (index, term, conf, data) = (
-                    meta.index,
-                    meta.term,
-                    meta.conf_state.clone(),
-                    snapshot.data.clone(),
-                );
-                self.write_snapshot_file(*region, index, term, &conf, &data)?;
-                // The Region's log restarts after the leader's snapshot.
-                batch.install_snapshot(*region, index, term);
-            }
-            batch.add_entries(*region, &group.entries);
-            if let Some(hard_state) = group.hard_state {
-                batch.set_hard_state(*region, hard_state);
-            }
-        }
-        Ok(batch)
+        Ok(round.batch)
     }
 
     /// A snapshot this core took: written durably, then its compaction mark goes in the

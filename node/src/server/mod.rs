@@ -17,6 +17,7 @@ pub mod cross_core;
 pub mod heartbeat;
 pub mod pd;
 pub mod pd_host;
+pub mod round;
 pub mod snapshot_files;
 
 use std::rc::Rc;
@@ -279,8 +280,14 @@ async fn start_core(
     let mut store = Store::new(store_config);
     let snapshot_dir = core_dir.join("snapshots");
     let regions = meta.regions(&config.data_dir).map_err(|e| e.to_string())?;
-    let summary =
-        bootstrap::recover_store(&mut store, &regions, core, meta.cores, &wal, &snapshot_dir)?;
+    let summary = bootstrap::recover_store(
+        &mut store,
+        &regions,
+        core,
+        meta.cores,
+        &wal,
+        snapshot_dir.as_path(),
+    )?;
     tracing::info!(core, ?summary, "regions recovered");
     bootstrap::mark_new_regions(&wal, &store).await?;
     let client_listener = bind(config.client_addr(core))

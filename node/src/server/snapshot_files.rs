@@ -21,7 +21,8 @@ pub struct SnapshotFile {
 /// Members per list, at most (a bound on what a damaged file can make us allocate).
 const MEMBERS_MAX: usize = 1024;
 
-fn encode(conf: &ConfState, data: &[u8]) -> Vec<u8> {
+/// The bytes a snapshot file holds after its header: membership, then the state-machine data.
+pub fn encode(conf: &ConfState, data: &[u8]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(16 + 8 * (conf.voters.len() + conf.learners.len()) + data.len());
     for ids in [&conf.voters, &conf.learners] {
@@ -120,15 +121,28 @@ pub fn newest(dir: &Path, region: RegionId) -> Result<Option<SnapshotFile>, Stri
         return Ok(None);
     };
     let file = read_snapshot(&path).map_err(|e| e.to_string())?;
+    from_bytes(path, file.id.index, file.id.term, file.data()).map(Some)
+}
+
+/// A snapshot from the bytes [`encode`] made (read from a file, or kept by a simulated disk).
+///
+/// # Errors
+/// When the membership does not decode.
+pub fn from_bytes(
+    path: std::path::PathBuf,
+    index: LogIndex,
+    term: Term,
+    bytes: &[u8],
+) -> Result<SnapshotFile, String> {
     let (conf_state, data) =
-        decode(file.data()).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
-    Ok(Some(SnapshotFile {
-        index: file.id.index,
-        term: file.id.term,
+        decode(bytes).map_err(|e| format!("snapshot {}: {e}", path.display()))?;
+    Ok(SnapshotFile {
+        index,
+        term,
         conf_state,
         data: data.to_vec(),
         path,
-    }))
+    })
 }
 
 #[cfg(test)]
