@@ -31,7 +31,7 @@
 //! WAL; the WAL is read only at recovery. The log is compacted into a snapshot every
 //! `snapshot_interval_entries` applied entries, which bounds that memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use tessera_core::multi::Batches;
 use tessera_core::{
@@ -155,7 +155,9 @@ struct Peer {
     region: Region,
     kv: KvState,
     proposals: VecDeque<Proposal>,
-    reads_waiting_index: HashMap<u64, PendingRead>,
+    // Ordered, so that the replies failed at a step-down come out in one order (the
+    // simulation replays seeds exactly).
+    reads_waiting_index: BTreeMap<u64, PendingRead>,
     reads_waiting_apply: VecDeque<(LogIndex, PendingRead)>,
 }
 
@@ -266,7 +268,7 @@ impl Store {
                 region,
                 kv,
                 proposals: VecDeque::new(),
-                reads_waiting_index: HashMap::new(),
+                reads_waiting_index: BTreeMap::new(),
                 reads_waiting_apply: VecDeque::new(),
             },
         );
@@ -729,7 +731,7 @@ impl Store {
         if lost_leadership {
             // The core drops its ReadIndex rounds when it steps down: fail them now.
             let leader = ready.soft_state.and_then(|s| s.leader);
-            for (_, read) in peer.reads_waiting_index.drain() {
+            for (_, read) in std::mem::take(&mut peer.reads_waiting_index) {
                 self.pending_requests -= 1;
                 let error = KvError::NotLeader { region, leader };
                 self.replies.push((read.token, Err(error)));

@@ -264,24 +264,31 @@ pub fn recover_store(
     Ok(summary)
 }
 
-/// Records in the WAL, once, that each Region new to it starts from the bootstrap snapshot,
-/// so the WAL accepts its first entries (they follow index `BOOTSTRAP_INDEX`).
+/// Completes recovery in the WAL (see [`recovery_batch`]) before the core serves.
 ///
 /// # Errors
 /// When the WAL append fails.
-pub async fn mark_new_regions(wal: &Wal, store: &Store) -> Result<(), String> {
-    let batch = new_regions_batch(wal, store);
+pub async fn complete_recovery(wal: &Wal, store: &Store) -> Result<(), String> {
+    let batch = recovery_batch(wal, store);
     if batch.is_empty() {
         return Ok(());
     }
     wal.append(batch)
         .await
-        .map_err(|e| format!("recording new regions in the WAL: {e}"))
+        .map_err(|e| format!("recording the recovered state in the WAL: {e}"))
 }
 
-/// The batch `mark_new_regions` appends: a bootstrap compaction mark for each of the Store's
-/// Regions the WAL knows nothing about (empty when there are none).
-pub fn new_regions_batch(wal: &impl LogRead, store: &Store) -> LogBatch {
+/// What the WAL must record after `recover_store` so that it agrees with the recovered
+/// Store before new entries are appended (empty when it already does):
+/// 1. a Region new to the WAL starts from the bootstrap snapshot (a compaction mark at
+///    `BOOTSTRAP_INDEX`), so the WAL accepts its first entries;
+/// 2. a Region whose newest snapshot the WAL does not continue — a crash came after the
+///    snapshot received from a leader was written to its file but before the WAL record
+///    holding its install mark was synced — gets that install mark now. Without it the WAL
+///    would still end before the snapshot (the next entries would leave a gap), or would
+///    still hold the replaced entries, and the next recovery would drop every entry logged
+///    after the snapshot as not continuing it.
+pub fn recovery_batch(wal: &impl LogRead, store: &Store) -> LogBatch {
     let mut batch = LogBatch::new();
     for region in store.regions() {
         if wal.last_index(region.id).is_err() {
@@ -290,6 +297,20 @@ pub fn new_regions_batch(wal: &impl LogRead, store: &Store) -> LogBatch {
                 tessera_core::BOOTSTRAP_INDEX,
                 tessera_core::BOOTSTRAP_TERM,
             );
+            continue;
+        }
+        let raft = store
+            .raft(region.id)
+            .expect("a recovered Region has a group");
+        let snapshot = raft.storage().snapshot_metadata();
+        let continues = match wal.term(region.id, snapshot.index) {
+            Ok(term) => term == snapshot.term,
+            // The WAL's own mark is past the snapshot: nothing to record.
+            Err(tessera_wal::WalError::Compacted { .. }) => true,
+            Err(_) => false,
+        };
+        if !continues {
+            batch.install_snapshot(region.id, snapshot.index, snapshot.term);
         }
     }
     batch

@@ -289,7 +289,7 @@ async fn start_core(
         snapshot_dir.as_path(),
     )?;
     tracing::info!(core, ?summary, "regions recovered");
-    bootstrap::mark_new_regions(&wal, &store).await?;
+    bootstrap::complete_recovery(&wal, &store).await?;
     let client_listener = bind(config.client_addr(core))
         .map_err(|e| format!("client port: {e} (is another node running?)"))?;
     let peer_listener = bind(config.peer_addr(core))

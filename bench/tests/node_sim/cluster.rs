@@ -1,0 +1,541 @@
+//! Whole nodes in one thread: each node runs one `Store` per core over a simulated disk,
+//! driven round by round in the order of the glommio driver (`node/src/server/core.rs`):
+//!
+//! 1. deliver what the network has due (one batch of Raft messages per core, then client
+//!    requests) and tick on each node's own clock;
+//! 2. while the Store has work: send `messages_now`, write received snapshots' files, write
+//!    the round's batch (`round_batch`, shared with the driver) as ONE WAL record and sync
+//!    it, `on_persisted`, send what waited for durability, write taken snapshots' files
+//!    (their compaction marks go in the next batch);
+//! 3. answer clients.
+//!
+//! A crash (at any time, or during a WAL write) drops the Store and every request it held;
+//! the disk keeps what `SimDisk::crash` says. A failed fsync stops the node at once: nothing
+//! of that round or later is answered. A restart rebuilds each Store through the node's
+//! recovery (`recover_store` over the recovered `MemLog` and the snapshot files).
+
+use std::collections::BTreeMap;
+
+use tessera_core::rng::SplitMix64;
+use tessera_core::{LogIndex, NodeId, RegionId, Role, Term};
+use tessera_node::kv::KvState;
+use tessera_node::region::{owning_core, Region};
+use tessera_node::request::KvResult;
+use tessera_node::server::bootstrap::{initial_layout, recover_store, recovery_batch};
+use tessera_node::server::round::round_batch;
+use tessera_node::store::{Store, StoreConfig, Token};
+use tessera_wal::{MemLog, SegmentSeq};
+
+use super::disk::{SimDisk, TailFate, SEGMENT_BYTES};
+use super::net::{Endpoint, Envelope, Network, Payload};
+use super::{hash_bytes, mix};
+
+/// Steps between two ticks of a node (plus up to `TICK_JITTER_STEPS`): clocks drift.
+pub const TICK_STEPS: u64 = 10;
+const TICK_JITTER_STEPS: u64 = 3;
+/// Rounds one core may need to go idle in one step before the simulation calls it a bug.
+const ROUNDS_PER_STEP_MAX: usize = 1_000;
+
+/// Disk fault rates, per WAL write, in permille.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiskFaults {
+    /// The node crashes while the write is in flight (before fdatasync returns).
+    pub crash_in_write_permille: u64,
+    /// fdatasync fails: the node must stop without acknowledging anything further.
+    pub fsync_fail_permille: u64,
+}
+
+/// Counters over one run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterStats {
+    pub crashes: u64,
+    pub crashes_in_write: u64,
+    pub fsync_failures: u64,
+    pub torn_tails: u64,
+    pub tails_lost: u64,
+    pub restarts: u64,
+    pub wal_records: u64,
+    pub rotations: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub replies_withheld: u64,
+}
+
+struct SimCore {
+    store: Option<Store>,
+    disk: SimDisk,
+    /// What a crash left on disk, until the restart recovers from it.
+    crashed: Option<Vec<(SegmentSeq, Vec<u8>)>>,
+    compactions: Vec<(RegionId, LogIndex, Term)>,
+    /// Requests waiting for the Store: token → (client, attempt).
+    waiting: BTreeMap<Token, (usize, u64)>,
+    next_token: Token,
+}
+
+struct SimNode {
+    up: bool,
+    incarnation: u64,
+    next_tick: u64,
+    cores: Vec<SimCore>,
+}
+
+/// A fault that stops a node in the middle of a round.
+enum Stop {
+    CrashInWrite,
+    FsyncFailed,
+}
+
+pub struct Cluster {
+    pub rng: SplitMix64,
+    pub seed: u64,
+    pub now: u64,
+    pub net: Network,
+    pub disk_faults: DiskFaults,
+    pub regions: Vec<Region>,
+    pub cores: usize,
+    nodes: BTreeMap<NodeId, SimNode>,
+    invariants: Invariants,
+    pub stats: ClusterStats,
+    /// Replies for clients, collected as nodes answer (client, attempt, result).
+    pub client_inbox: Vec<(usize, u64, KvResult)>,
+}
+
+impl Cluster {
+    pub fn new(seed: u64, node_count: u64, cores: usize) -> Cluster {
+        let ids: Vec<NodeId> = (1..=node_count).map(NodeId).collect();
+        let split_keys = ["f", "n", "u"].map(String::from);
+        let regions = initial_layout(&split_keys, &ids, ids.len());
+        let mut cluster = Cluster {
+            rng: SplitMix64::new(seed),
+            seed,
+            now: 0,
+            net: Network::new(),
+            disk_faults: DiskFaults::default(),
+            regions,
+            cores,
+            nodes: BTreeMap::new(),
+            invariants: Invariants::default(),
+            stats: ClusterStats::default(),
+            client_inbox: Vec::new(),
+        };
+        for id in ids {
+            let cores = (0..cores)
+                .map(|_| SimCore {
+                    store: None,
+                    disk: SimDisk::new(),
+                    crashed: None,
+                    compactions: Vec::new(),
+                    waiting: BTreeMap::new(),
+                    next_token: 1,
+                })
+                .collect();
+            let next_tick = cluster.rng.range(1, TICK_STEPS + 1);
+            let node = SimNode {
+                up: false,
+                incarnation: 0,
+                next_tick,
+                cores,
+            };
+            cluster.nodes.insert(id, node);
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn up_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.up)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn down_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.up)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn pick(&mut self, ids: &[NodeId]) -> Option<NodeId> {
+        (!ids.is_empty()).then(|| ids[self.rng.range(0, ids.len() as u64) as usize])
+    }
+
+    /// Starts (or restarts) a node: each core recovers from its disk, records in its WAL
+    /// what recovery found (`recovery_batch`), and campaigns where it is the first peer, as `server::start_core` does.
+    fn start(&mut self, id: NodeId) {
+        let regions = self.regions.clone();
+        let cores = self.cores;
+        self.invariants
+            .last_checked
+            .retain(|(node, _), _| *node != id);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(!node.up, "{id:?} is already up");
+        node.incarnation += 1;
+        for (index, core) in node.cores.iter_mut().enumerate() {
+            if let Some(segments) = core.crashed.take() {
+                let (log, torn) = MemLog::recover(SEGMENT_BYTES, segments).unwrap_or_else(|e| {
+                    panic!("{id:?} core {index}: WAL recovery failed after a crash: {e}")
+                });
+                self.stats.torn_tails += u64::from(torn.is_some());
+                core.disk.recovered(log);
+            }
+            let mut config = StoreConfig::new(id);
+            config.snapshot_interval_entries = 16;
+            config.raft.seed = mix(self.seed, mix(id.0, node.incarnation));
+            let mut store = Store::new(config);
+            let disk = &core.disk;
+            recover_store(&mut store, &regions, index, cores, &disk.log, |region| {
+                disk.newest_snapshot(region)
+            })
+            .unwrap_or_else(|e| panic!("{id:?} core {index}: recovery failed: {e}"));
+            let batch = recovery_batch(&core.disk.log, &store);
+            core.disk.write(&batch);
+            core.disk.sync();
+            store.campaign_all();
+            core.store = Some(store);
+        }
+        node.up = true;
+    }
+
+    /// Crashes `id`: every core loses its Store and unanswered requests; each disk keeps
+    /// what the crash leaves.
+    pub fn crash(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if !node.up {
+            return;
+        }
+        node.up = false;
+        self.stats.crashes += 1;
+        for core in &mut node.cores {
+            if let Some(store) = core.store.take() {
+                let stats = store.stats();
+                self.stats.snapshots_taken += stats.snapshots_taken;
+                self.stats.snapshots_installed += stats.snapshots_installed;
+            }
+            core.waiting.clear();
+            core.compactions.clear();
+            let (segments, fate) = core.disk.crash(&mut self.rng);
+            match fate {
+                TailFate::Lost => self.stats.tails_lost += 1,
+                TailFate::Torn | TailFate::Kept => {}
+            }
+            core.crashed = Some(segments);
+        }
+    }
+
+    pub fn restart(&mut self, id: NodeId) {
+        if self.nodes[&id].up {
+            return;
+        }
+        self.stats.restarts += 1;
+        self.start(id);
+    }
+
+    /// The Region's leader among running nodes (the one of the highest term).
+    pub fn leader(&self, region: RegionId) -> Option<NodeId> {
+        let core = owning_core(region, self.cores);
+        self.nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                let raft = n.cores[core].store.as_ref()?.raft(region)?;
+                (raft.role() == Role::Leader).then_some((raft.term(), *id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    /// One step: deliver, tick, run every core's rounds, answer clients, check invariants.
+    pub fn step(&mut self) {
+        self.now += 1;
+        for envelope in self.net.due(self.now) {
+            self.deliver(envelope);
+        }
+        for id in self.ids() {
+            let node = self.nodes.get_mut(&id).expect("known");
+            if !node.up || self.now < node.next_tick {
+                continue;
+            }
+            node.next_tick = self.now + TICK_STEPS + self.rng.range(0, TICK_JITTER_STEPS + 1);
+            for core in &mut node.cores {
+                core.store.as_mut().expect("up").on_tick();
+            }
+        }
+        for id in self.ids() {
+            for core in 0..self.cores {
+                if !self.nodes[&id].up {
+                    break;
+                }
+                match self.run_rounds(id, core) {
+                    Ok(()) => self.answer_clients(id, core),
+                    Err(stop) => self.stop(id, core, stop),
+                }
+            }
+        }
+        self.check_invariants();
+    }
+
+    fn deliver(&mut self, envelope: Envelope) {
+        let Endpoint::Node(id) = envelope.to else {
+            if let (Endpoint::Client(client), Payload::Reply { attempt, result }) =
+                (envelope.to, envelope.payload)
+            {
+                self.client_inbox.push((client, attempt, result));
+            }
+            return;
+        };
+        let cores = self.cores;
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if !node.up {
+            return;
+        }
+        match envelope.payload {
+            Payload::Raft(region, message) => {
+                let core = &mut node.cores[owning_core(region, cores)];
+                core.store
+                    .as_mut()
+                    .expect("up")
+                    .on_raft_messages(vec![(region, message)]);
+            }
+            Payload::Request { attempt, request } => {
+                let Endpoint::Client(client) = envelope.from else {
+                    return;
+                };
+                let core = &mut node.cores[owning_core(request.region, cores)];
+                let token = core.next_token;
+                core.next_token += 1;
+                core.waiting.insert(token, (client, attempt));
+                core.store.as_mut().expect("up").on_request(token, request);
+            }
+            Payload::Reply { .. } => {}
+        }
+    }
+
+    /// Step 2 of the module docs, until the Store is idle or a fault stops the node.
+    fn run_rounds(&mut self, id: NodeId, index: usize) -> Result<(), Stop> {
+        for _ in 0..ROUNDS_PER_STEP_MAX {
+            let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+            let store = core.store.as_mut().expect("up");
+            let Some(mut ready) = store.ready() else {
+                return Ok(());
+            };
+            let now = ready.messages_now();
+            let round = round_batch(&ready, core.compactions.drain(..));
+            for received in &round.received_snapshots {
+                core.disk.write_snapshot(received);
+            }
+            let mut stop = None;
+            if !round.batch.is_empty() {
+                self.stats.wal_records += 1;
+                self.stats.rotations += u64::from(core.disk.write(&round.batch));
+                let roll = self.rng.range(0, 1000);
+                let faults = self.disk_faults;
+                if roll < faults.crash_in_write_permille {
+                    stop = Some(Stop::CrashInWrite);
+                } else if roll < faults.crash_in_write_permille + faults.fsync_fail_permille {
+                    stop = Some(Stop::FsyncFailed);
+                } else {
+                    core.disk.sync();
+                }
+            }
+            // Messages that need no durability left before the write (a leader sends its
+            // appends while persisting its own copy), even if the write then fails.
+            self.send_raft(id, now);
+            if let Some(stop) = stop {
+                return Err(stop);
+            }
+            let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+            let store = core.store.as_mut().expect("up");
+            let persisted = store.on_persisted(ready);
+            for taken in &persisted.snapshots {
+                core.disk.write_snapshot(taken);
+                core.compactions
+                    .push((taken.region, taken.index, taken.term));
+            }
+            self.send_raft(id, persisted.messages);
+        }
+        panic!(
+            "{id:?} core {index}: the Store did not go idle within {ROUNDS_PER_STEP_MAX} rounds"
+        );
+    }
+
+    fn stop(&mut self, id: NodeId, index: usize, stop: Stop) {
+        match stop {
+            Stop::CrashInWrite => self.stats.crashes_in_write += 1,
+            Stop::FsyncFailed => {
+                // The node stops: replies the Store holds are never sent (the driver answers
+                // clients only after a round's fdatasync succeeded).
+                self.stats.fsync_failures += 1;
+                let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+                let withheld = core.store.as_mut().expect("up").take_replies();
+                self.stats.replies_withheld += withheld.len() as u64;
+            }
+        }
+        self.crash(id);
+    }
+
+    fn send_raft(&mut self, from: NodeId, batches: tessera_core::multi::Batches) {
+        for (to, messages) in batches {
+            for (region, message) in messages {
+                let envelope = Envelope {
+                    from: Endpoint::Node(from),
+                    to: Endpoint::Node(to),
+                    payload: Payload::Raft(region, message),
+                };
+                self.net.send(&mut self.rng, self.now, envelope);
+            }
+        }
+    }
+
+    fn answer_clients(&mut self, id: NodeId, index: usize) {
+        let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+        let mut replies = core.store.as_mut().expect("up").take_replies();
+        replies.sort_by_key(|(token, _)| *token);
+        let mut out = Vec::new();
+        for (token, result) in replies {
+            if let Some((client, attempt)) = core.waiting.remove(&token) {
+                out.push(Envelope {
+                    from: Endpoint::Node(id),
+                    to: Endpoint::Client(client),
+                    payload: Payload::Reply { attempt, result },
+                });
+            }
+        }
+        for envelope in out {
+            self.net.send(&mut self.rng, self.now, envelope);
+        }
+    }
+
+    /// Sends a client's request into the network.
+    pub fn send_request(&mut self, envelope: Envelope) {
+        self.net.send(&mut self.rng, self.now, envelope);
+    }
+
+    fn check_invariants(&mut self) {
+        for (id, node) in &self.nodes {
+            for core in node.cores.iter().filter_map(|c| c.store.as_ref()) {
+                self.invariants.check_store(*id, core);
+            }
+            for core in &node.cores {
+                if node.up {
+                    core.disk.log.invariants();
+                }
+            }
+        }
+    }
+
+    /// True when every Region has a leader and every replica applied its commit index.
+    pub fn converged(&self) -> bool {
+        self.regions.iter().all(|region| {
+            let Some(leader) = self.leader(region.id) else {
+                return false;
+            };
+            let core = owning_core(region.id, self.cores);
+            let store = self.nodes[&leader].cores[core].store.as_ref().expect("up");
+            let committed = store.raft(region.id).expect("region").committed();
+            self.nodes.values().all(|n| {
+                n.cores[core]
+                    .store
+                    .as_ref()
+                    .and_then(|s| s.raft(region.id))
+                    .is_some_and(|r| r.applied() >= committed && r.committed() >= committed)
+            })
+        })
+    }
+
+    /// Per Region: (applied index, hash of the state) on every node; all must agree.
+    pub fn final_states(&self) -> BTreeMap<RegionId, Vec<(NodeId, LogIndex, u64)>> {
+        let mut out: BTreeMap<RegionId, Vec<(NodeId, LogIndex, u64)>> = BTreeMap::new();
+        for region in &self.regions {
+            let core = owning_core(region.id, self.cores);
+            for (id, node) in &self.nodes {
+                let Some(store) = node.cores[core].store.as_ref() else {
+                    continue;
+                };
+                let applied = store.raft(region.id).expect("region").applied();
+                let hash = state_hash(store.kv(region.id).expect("region"));
+                out.entry(region.id).or_default().push((*id, applied, hash));
+            }
+        }
+        out
+    }
+
+    /// Adds the counters of the Stores still running.
+    pub fn finish_stats(&mut self) {
+        for node in self.nodes.values() {
+            for store in node.cores.iter().filter_map(|c| c.store.as_ref()) {
+                self.stats.snapshots_taken += store.stats().snapshots_taken;
+                self.stats.snapshots_installed += store.stats().snapshots_installed;
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut lines = Vec::new();
+        for (id, node) in &self.nodes {
+            for store in node.cores.iter().filter_map(|c| c.store.as_ref()) {
+                for s in store.status() {
+                    lines.push(format!(
+                        "{id:?} {:?}: {:?} {:?} leader={:?} commit={:?} applied={:?}",
+                        s.region.id, s.role, s.term, s.leader, s.committed, s.applied
+                    ));
+                }
+            }
+            if !node.up {
+                lines.push(format!("{id:?}: down"));
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+fn state_hash(kv: &KvState) -> u64 {
+    hash_bytes(&kv.encode_snapshot())
+}
+
+/// The core simulator's invariants, where a whole node makes them observable:
+/// 1. Election Safety: at most one leader per term per Region;
+/// 2. State Machine Safety: every replica that applied a Region up to index i holds the same
+///    state there (compared as a hash of the encoded state);
+/// 3. each Raft member's own invariants.
+#[derive(Default)]
+struct Invariants {
+    leaders: BTreeMap<(RegionId, Term), NodeId>,
+    applied: BTreeMap<(RegionId, LogIndex), (NodeId, u64)>,
+    last_checked: BTreeMap<(NodeId, RegionId), LogIndex>,
+}
+
+impl Invariants {
+    fn check_store(&mut self, id: NodeId, store: &Store) {
+        for region in store.regions().map(|r| r.id).collect::<Vec<_>>() {
+            let raft = store.raft(region).expect("region");
+            if let Err(broken) = raft.invariants() {
+                panic!("{id:?} {region:?}: Raft invariant broken: {broken}");
+            }
+            if raft.role() == Role::Leader {
+                let known = *self.leaders.entry((region, raft.term())).or_insert(id);
+                assert_eq!(
+                    known,
+                    id,
+                    "Election Safety: {known:?} and {id:?} both lead {region:?} in {:?}",
+                    raft.term()
+                );
+            }
+            let applied = raft.applied();
+            if self.last_checked.insert((id, region), applied) == Some(applied) {
+                continue;
+            }
+            let hash = state_hash(store.kv(region).expect("region"));
+            let (first, known) = *self.applied.entry((region, applied)).or_insert((id, hash));
+            assert_eq!(
+                known, hash,
+                "State Machine Safety: {id:?} and {first:?} hold different states of {region:?} at applied index {applied:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! One seeded run: a fault phase (crashes, crashes during WAL writes, failed fsyncs,
+//! partitions both ways and one-way, a faulty network) with clients running, then a healed
+//! phase in which every node restarts, the cluster must converge and the clients finish,
+//! then a strong read of every key, then the linearizability check of the whole history.
+
+use tessera_bench::linearizability::{check, CheckConfig, Verdict};
+use tessera_core::NodeId;
+
+use super::clients::{ClientStats, Clients};
+use super::cluster::{Cluster, ClusterStats, DiskFaults};
+use super::net::NetFaults;
+use super::{hash_bytes, mix};
+
+/// Cores per node (each with its own Store and disk); the four Regions spread over them.
+pub const CORES: usize = 2;
+pub const CLIENTS: usize = 4;
+/// Steps the healed cluster may take to converge, and then to finish the final reads.
+pub const LIVENESS_STEPS_MAX: u64 = 6_000;
+
+/// What one run did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    pub cluster: ClusterStats,
+    pub clients: ClientStats,
+    pub partitions: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub messages_duplicated: u64,
+    pub operations_checked: u64,
+    pub liveness_steps: u64,
+    /// A digest of the history and the final states: equal for equal seeds.
+    pub digest: u64,
+}
+
+/// Runs one seed.
+///
+/// # Panics
+/// On any violated invariant, a recovery failure, a cluster that does not converge once
+/// healed, or a history that is not linearizable.
+pub fn run(seed: u64, nodes: u64, steps: u64) -> RunStats {
+    let mut cluster = Cluster::new(seed, nodes, CORES);
+    cluster.disk_faults = DiskFaults {
+        crash_in_write_permille: 2,
+        fsync_fail_permille: 1,
+    };
+    let mut clients = Clients::new(CLIENTS, cluster.regions.clone());
+    let mut stats = RunStats::default();
+    for _ in 0..steps {
+        fault_step(&mut cluster, &mut stats);
+        step(&mut cluster, &mut clients);
+    }
+    stats.liveness_steps = heal_and_converge(&mut cluster, &mut clients);
+    final_reads(&mut cluster, &mut clients);
+    clients.abandon_all();
+    let states = cluster.final_states();
+    for (region, replicas) in &states {
+        let (_, applied, hash) = replicas[0];
+        for (id, other_applied, other_hash) in replicas {
+            assert!(
+                (*other_applied, *other_hash) == (applied, hash),
+                "{region:?}: replicas differ after convergence: {replicas:?}"
+            );
+            let _ = id;
+        }
+    }
+    let report = check(
+        &clients.history,
+        &CheckConfig {
+            states_per_key_max: 500_000,
+            time_limit: None,
+            shrink_checks_max: 2_000,
+        },
+    );
+    match &report.verdict {
+        Verdict::Linearizable => {}
+        Verdict::Violation(_) => panic!("the history is not linearizable:\n{report}"),
+        Verdict::Inconclusive { keys } => {
+            panic!("the checker ran out of budget on keys {keys:?}: shorten the run or add budget")
+        }
+    }
+    cluster.finish_stats();
+    stats.cluster = cluster.stats;
+    stats.clients = clients.stats;
+    stats.operations_checked = report.operations_checked as u64;
+    stats.messages_sent = cluster.net.sent;
+    stats.messages_dropped = cluster.net.dropped;
+    stats.messages_duplicated = cluster.net.duplicated;
+    let history = format!("{:?}", clients.history.operations());
+    stats.digest = mix(
+        hash_bytes(history.as_bytes()),
+        hash_bytes(format!("{states:?}").as_bytes()),
+    );
+    stats
+}
+
+/// Clients act, then the cluster steps, then answers reach the clients.
+fn step(cluster: &mut Cluster, clients: &mut Clients) {
+    let nodes = cluster.ids();
+    let now = cluster.now;
+    for envelope in clients.step(now, &mut cluster.rng, &nodes) {
+        cluster.send_request(envelope);
+    }
+    cluster.step();
+    for (client, attempt, result) in std::mem::take(&mut cluster.client_inbox) {
+        clients.on_reply(client, attempt, result, cluster.now);
+    }
+}
+
+/// At most one fault per step, each with a small probability (per ten thousand).
+fn fault_step(cluster: &mut Cluster, stats: &mut RunStats) {
+    let roll = cluster.rng.range(0, 10_000);
+    let ids = cluster.ids();
+    match roll {
+        0..=19 => {
+            let up = cluster.up_ids();
+            if let Some(id) = cluster.pick(&up) {
+                cluster.crash(id);
+            }
+        }
+        20..=79 => {
+            let down = cluster.down_ids();
+            if let Some(id) = cluster.pick(&down) {
+                cluster.restart(id);
+            }
+        }
+        80..=89 => {
+            let size = cluster.rng.range(1, ids.len() as u64 / 2 + 1);
+            let mut side: Vec<NodeId> = Vec::new();
+            while (side.len() as u64) < size {
+                let id = cluster.pick(&ids).expect("nodes");
+                if !side.contains(&id) {
+                    side.push(id);
+                }
+            }
+            cluster.net.partition(&ids, &side);
+            stats.partitions += 1;
+        }
+        90..=94 => {
+            let (from, to) = (cluster.pick(&ids), cluster.pick(&ids));
+            if let (Some(from), Some(to)) = (from, to) {
+                if from != to {
+                    cluster.net.block_one_way(from, to);
+                    stats.partitions += 1;
+                }
+            }
+        }
+        95..=99 => {
+            let region = cluster.regions[cluster.rng.range(0, 4) as usize].id;
+            if let Some(leader) = cluster.leader(region) {
+                cluster.net.partition(&ids, &[leader]);
+                stats.partitions += 1;
+            }
+        }
+        100..=149 => cluster.net.heal(),
+        150..=151 => {
+            for id in &ids {
+                cluster.crash(*id);
+            }
+            for id in &ids {
+                cluster.restart(*id);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Heals everything, restarts every node, stops new operations, and steps until the
+/// clients are idle and every Region's replicas applied their leader's commit index.
+fn heal_and_converge(cluster: &mut Cluster, clients: &mut Clients) -> u64 {
+    cluster.net.heal();
+    cluster.net.faults = NetFaults::healed();
+    cluster.disk_faults = DiskFaults::default();
+    for id in cluster.down_ids() {
+        cluster.restart(id);
+    }
+    clients.issuing = false;
+    for taken in 0..LIVENESS_STEPS_MAX {
+        if clients.idle() && cluster.converged() {
+            return taken;
+        }
+        step(cluster, clients);
+    }
+    panic!(
+        "Liveness: not converged {LIVENESS_STEPS_MAX} steps after the faults stopped\n{}",
+        cluster.describe()
+    );
+}
+
+/// One strong read of every key, retried until it succeeds, so that a lost write shows up
+/// in the history.
+fn final_reads(cluster: &mut Cluster, clients: &mut Clients) {
+    clients.start_final_reads();
+    for _ in 0..LIVENESS_STEPS_MAX {
+        if clients.idle() {
+            return;
+        }
+        step(cluster, clients);
+    }
+    panic!(
+        "Liveness: the final reads did not finish in {LIVENESS_STEPS_MAX} steps\n{}",
+        cluster.describe()
+    );
+}

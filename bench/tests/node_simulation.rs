@@ -1,0 +1,155 @@
+//! Deterministic simulation of whole nodes: 3- and 5-node clusters, each node running one
+//! `Store` per core (two cores, four Regions) over a simulated disk that keeps the WAL in
+//! its real record format, in one thread, driven by one seeded generator. Faults: message
+//! loss, duplication, reordering and long delays; symmetric, one-way and leader-isolating
+//! partitions; crashes at any time and during WAL writes (the unsynced tail lost, torn or
+//! kept); failed fsyncs (the node stops); all nodes restarting at once. Checked: Election
+//! Safety, State Machine Safety on the applied KV state, every Raft member's invariants,
+//! the WAL index invariants, convergence and liveness once healed, and the clients' history
+//! (strong reads, puts, deletes, CAS, compare-and-delete) for linearizability.
+//!
+//! It lives in the bench crate because the linearizability checker does, and bench already
+//! depends on the node (a dev-dependency from node on bench would be a cycle).
+//!
+//! - `cargo test -p tessera-bench --test node_simulation` runs the CI budget
+//!   (`TESSERA_NODE_SIM_SEEDS`, default 24; `TESSERA_NODE_SIM_STEPS`, default 3000).
+//! - `TESSERA_NODE_SIM_SEED=<seed>` replays exactly one seed (even seeds: 3 nodes, odd: 5).
+//! - The soak: `TESSERA_NODE_SIM_SEEDS=10000 cargo test --release -p tessera-bench --test node_simulation`.
+
+mod node_sim;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use node_sim::run::{run, RunStats};
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}"))
+    })
+}
+
+fn nodes_for(seed: u64) -> u64 {
+    if seed.is_multiple_of(2) {
+        3
+    } else {
+        5
+    }
+}
+
+/// Runs one seed, turning a panic into an error that names the seed and how to replay it.
+fn run_checked(seed: u64, steps: u64) -> Result<RunStats, String> {
+    catch_unwind(AssertUnwindSafe(|| run(seed, nodes_for(seed), steps))).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        format!(
+            "node simulation failed for seed {seed} ({} nodes, {steps} steps): {reason}\n\
+             replay: TESSERA_NODE_SIM_SEED={seed} TESSERA_NODE_SIM_STEPS={steps} cargo test -p tessera-bench --test node_simulation",
+            nodes_for(seed)
+        )
+    })
+}
+
+#[test]
+fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
+    let steps = env_u64("TESSERA_NODE_SIM_STEPS").unwrap_or(3_000);
+    if let Some(seed) = env_u64("TESSERA_NODE_SIM_SEED") {
+        let stats = run_checked(seed, steps).unwrap_or_else(|e| panic!("{e}"));
+        println!("seed {seed}: {stats:#?}");
+        return;
+    }
+    let seeds = env_u64("TESSERA_NODE_SIM_SEEDS").unwrap_or(24);
+    let next = AtomicU64::new(0);
+    let failures = Mutex::new(Vec::new());
+    let totals = Mutex::new(Totals::default());
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds || !failures.lock().unwrap().is_empty() {
+                    return;
+                }
+                match run_checked(seed, steps) {
+                    Ok(stats) => totals.lock().unwrap().add(&stats),
+                    Err(error) => failures.lock().unwrap().push(error),
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let totals = totals.into_inner().unwrap();
+    println!("{seeds} seeds x {steps} steps: {totals:#?}");
+    // The schedule must exercise the faults it claims to.
+    assert!(totals.crashes >= seeds && totals.crashes_in_write > 0 && totals.fsync_failures > 0);
+    assert!(totals.torn_tails > 0 && totals.tails_lost > 0 && totals.partitions >= seeds);
+    assert!(totals.rotations > 0 && totals.snapshots_installed > 0);
+    assert!(totals.operations_checked >= 100 * seeds && totals.unknown > 0);
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let first = run_checked(3, 1_500).unwrap_or_else(|e| panic!("{e}"));
+    let second = run_checked(3, 1_500).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.digest, second.digest, "same seed, different trace");
+    assert_eq!(first.messages_sent, second.messages_sent);
+    let other = run_checked(5, 1_500).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(
+        first.digest, other.digest,
+        "the digest must depend on the run"
+    );
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    runs: u64,
+    crashes: u64,
+    crashes_in_write: u64,
+    fsync_failures: u64,
+    torn_tails: u64,
+    tails_lost: u64,
+    restarts: u64,
+    partitions: u64,
+    wal_records: u64,
+    rotations: u64,
+    snapshots_taken: u64,
+    snapshots_installed: u64,
+    messages_sent: u64,
+    messages_dropped: u64,
+    operations_checked: u64,
+    ok: u64,
+    failed: u64,
+    unknown: u64,
+    liveness_steps_max: u64,
+}
+
+impl Totals {
+    fn add(&mut self, run: &RunStats) {
+        let c = &run.cluster;
+        self.runs += 1;
+        self.crashes += c.crashes;
+        self.crashes_in_write += c.crashes_in_write;
+        self.fsync_failures += c.fsync_failures;
+        self.torn_tails += c.torn_tails;
+        self.tails_lost += c.tails_lost;
+        self.restarts += c.restarts;
+        self.partitions += run.partitions;
+        self.wal_records += c.wal_records;
+        self.rotations += c.rotations;
+        self.snapshots_taken += c.snapshots_taken;
+        self.snapshots_installed += c.snapshots_installed;
+        self.messages_sent += run.messages_sent;
+        self.messages_dropped += run.messages_dropped;
+        self.operations_checked += run.operations_checked;
+        self.ok += run.clients.ok;
+        self.failed += run.clients.failed;
+        self.unknown += run.clients.unknown;
+        self.liveness_steps_max = self.liveness_steps_max.max(run.liveness_steps);
+    }
+}
