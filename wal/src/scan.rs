@@ -376,14 +376,14 @@ pub fn scan_segments<R: Borrow<SegmentReader>>(
         loop {
             match reader.step(offset) {
                 Step::Record(record) => {
-                    visit(&reader, &record)?;
+                    visit(reader, &record)?;
                     scan.records += 1;
                     offset += record.len();
                 }
                 Step::End => break,
                 Step::Damaged { reason, complete } => {
                     scan.torn_tail =
-                        Some(classify_damage(&reader, offset, reason, complete, newest)?);
+                        Some(classify_damage(reader, offset, reason, complete, newest)?);
                     break;
                 }
             }
