@@ -12,7 +12,7 @@
 //! depends on the node (a dev-dependency from node on bench would be a cycle).
 //!
 //! - `cargo test -p tessera-bench --test node_simulation` runs the CI budget
-//!   (`TESSERA_NODE_SIM_SEEDS`, default 24; `TESSERA_NODE_SIM_STEPS`, default 3000).
+//!   (`TESSERA_NODE_SIM_SEEDS`, default 300; `TESSERA_NODE_SIM_STEPS`, default 4000).
 //! - `TESSERA_NODE_SIM_SEED=<seed>` replays exactly one seed (even seeds: 3 nodes, odd: 5).
 //! - The soak: `TESSERA_NODE_SIM_SEEDS=10000 cargo test --release -p tessera-bench --test node_simulation`.
 
@@ -57,13 +57,13 @@ fn run_checked(seed: u64, steps: u64) -> Result<RunStats, String> {
 
 #[test]
 fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
-    let steps = env_u64("TESSERA_NODE_SIM_STEPS").unwrap_or(3_000);
+    let steps = env_u64("TESSERA_NODE_SIM_STEPS").unwrap_or(4_000);
     if let Some(seed) = env_u64("TESSERA_NODE_SIM_SEED") {
         let stats = run_checked(seed, steps).unwrap_or_else(|e| panic!("{e}"));
         println!("seed {seed}: {stats:#?}");
         return;
     }
-    let seeds = env_u64("TESSERA_NODE_SIM_SEEDS").unwrap_or(24);
+    let seeds = env_u64("TESSERA_NODE_SIM_SEEDS").unwrap_or(300);
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let totals = Mutex::new(Totals::default());

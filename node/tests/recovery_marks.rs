@@ -7,11 +7,13 @@
 //! the install mark (`recovery_batch`) before the core serves.
 
 use tessera_core::{
-    Entry, EntryKind, HardState, LogIndex, NodeId, Term, BOOTSTRAP_INDEX, BOOTSTRAP_TERM,
+    Entry, EntryKind, HardState, LogIndex, NodeId, RegionId, Term, BOOTSTRAP_INDEX, BOOTSTRAP_TERM,
 };
 use tessera_node::kv::KvState;
 use tessera_node::region::Region;
-use tessera_node::server::bootstrap::{initial_layout, recover_store, recovery_batch};
+use tessera_node::server::bootstrap::{
+    initial_layout, recover_store, recovery_batch, SnapshotSource,
+};
 use tessera_node::server::snapshot_files::{self, SnapshotFile};
 use tessera_node::store::{Store, StoreConfig};
 use tessera_wal::{LogBatch, LogRead, MemLog};
@@ -59,14 +61,24 @@ fn received_snapshot(index: u64, term: u64) -> SnapshotFile {
     snapshot_files::from_bytes("received.snap".into(), LogIndex(index), Term(term), &bytes).unwrap()
 }
 
+/// The one snapshot file of the Region.
+struct Snapshots<'a>(&'a SnapshotFile);
+
+impl SnapshotSource for Snapshots<'_> {
+    fn regions(&self) -> Result<Vec<RegionId>, String> {
+        Ok(vec![region().id])
+    }
+
+    fn newest(&self, _: RegionId) -> Result<Option<SnapshotFile>, String> {
+        Ok(Some(received_snapshot(self.0.index.0, self.0.term.0)))
+    }
+}
+
 /// Recovers a Store from `log` and the snapshot, as a restarting core does, then records
 /// what recovery found in the log.
 fn restart(log: &mut MemLog, snapshot: &SnapshotFile) -> Store {
     let mut store = Store::new(StoreConfig::new(NodeId(1)));
-    recover_store(&mut store, &[region()], 0, 1, &*log, |_| {
-        Ok(Some(received_snapshot(snapshot.index.0, snapshot.term.0)))
-    })
-    .unwrap();
+    recover_store(&mut store, &[region()], 0, 1, &*log, &Snapshots(snapshot)).unwrap();
     log.append(&recovery_batch(&*log, &store));
     store
 }
@@ -123,10 +135,8 @@ fn a_wal_that_continues_the_snapshot_needs_no_mark() {
     let log = wal_with_entries(75, 7);
     let store = {
         let mut store = Store::new(StoreConfig::new(NodeId(1)));
-        recover_store(&mut store, &[region()], 0, 1, &log, |_| {
-            Ok(Some(received_snapshot(73, 7)))
-        })
-        .unwrap();
+        let snapshot = received_snapshot(73, 7);
+        recover_store(&mut store, &[region()], 0, 1, &log, &Snapshots(&snapshot)).unwrap();
         store
     };
     assert_eq!(last_index(&store), LogIndex(75));

@@ -190,10 +190,8 @@ impl Cluster {
             config.raft.seed = mix(self.seed, mix(id.0, node.incarnation));
             let mut store = Store::new(config);
             let disk = &core.disk;
-            recover_store(&mut store, &regions, index, cores, &disk.log, |region| {
-                disk.newest_snapshot(region)
-            })
-            .unwrap_or_else(|e| panic!("{id:?} core {index}: recovery failed: {e}"));
+            recover_store(&mut store, &regions, index, cores, &disk.log, disk)
+                .unwrap_or_else(|e| panic!("{id:?} core {index}: recovery failed: {e}"));
             let batch = recovery_batch(&core.disk.log, &store);
             core.disk.write(&batch);
             core.disk.sync();

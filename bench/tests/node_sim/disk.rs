@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use tessera_core::rng::SplitMix64;
 use tessera_core::{LogIndex, RegionId, Term};
+use tessera_node::server::bootstrap::SnapshotSource;
 use tessera_node::server::snapshot_files::{self, SnapshotFile};
 use tessera_node::store::SnapshotTaken;
 use tessera_wal::{LogBatch, MemLog, SegmentSeq};
@@ -79,15 +80,6 @@ impl SimDisk {
             .insert(taken.region, (taken.index, taken.term, bytes));
     }
 
-    /// The newest snapshot of `region`, decoded as recovery decodes a file.
-    pub fn newest_snapshot(&self, region: RegionId) -> Result<Option<SnapshotFile>, String> {
-        let Some((index, term, bytes)) = self.snapshots.get(&region) else {
-            return Ok(None);
-        };
-        let path = format!("sim/{}-{}-{}.snap", region.0, index.0, term.0).into();
-        snapshot_files::from_bytes(path, *index, *term, bytes).map(Some)
-    }
-
     /// A crash: what stays on disk. Returns the segments to recover from and the tail's fate.
     pub fn crash(&mut self, rng: &mut SplitMix64) -> (Vec<(SegmentSeq, Vec<u8>)>, TailFate) {
         let unsynced = self.unsynced_bytes();
@@ -116,5 +108,21 @@ impl SimDisk {
     pub fn recovered(&mut self, log: MemLog) {
         self.synced = log.end();
         self.log = log;
+    }
+}
+
+/// Recovery reads the simulated snapshot files as it reads a snapshot directory.
+impl SnapshotSource for SimDisk {
+    fn regions(&self) -> Result<Vec<RegionId>, String> {
+        Ok(self.snapshots.keys().copied().collect())
+    }
+
+    /// The newest snapshot of `region`, decoded as recovery decodes a file.
+    fn newest(&self, region: RegionId) -> Result<Option<SnapshotFile>, String> {
+        let Some((index, term, bytes)) = self.snapshots.get(&region) else {
+            return Ok(None);
+        };
+        let path = format!("sim/{}-{}-{}.snap", region.0, index.0, term.0).into();
+        snapshot_files::from_bytes(path, *index, *term, bytes).map(Some)
     }
 }
