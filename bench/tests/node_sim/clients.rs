@@ -107,15 +107,7 @@ impl Clients {
                 .as_ref()
                 .is_some_and(|p| now >= p.deadline);
             if timed_out {
-                let pending = self.clients[index].pending.take().expect("checked");
-                self.stats.unknown += 1;
-                self.history.push(
-                    ClientId(index as u32),
-                    pending.command,
-                    pending.invoked,
-                    None,
-                    Outcome::Unknown,
-                );
+                self.abandon(index);
                 self.clients[index].leader_guess.clear();
             }
             let client = &self.clients[index];
@@ -261,16 +253,21 @@ impl Clients {
     /// Operations still waiting when the run ends: unknown.
     pub fn abandon_all(&mut self) {
         for index in 0..self.clients.len() {
-            if let Some(pending) = self.clients[index].pending.take() {
-                self.stats.unknown += 1;
-                self.history.push(
-                    ClientId(index as u32),
-                    pending.command,
-                    pending.invoked,
-                    None,
-                    Outcome::Unknown,
-                );
-            }
+            self.abandon(index);
+        }
+    }
+
+    /// The client gives up waiting: the outcome is unknown.
+    fn abandon(&mut self, index: usize) {
+        if let Some(pending) = self.clients[index].pending.take() {
+            self.stats.unknown += 1;
+            self.history.push(
+                ClientId(index as u32),
+                pending.command,
+                pending.invoked,
+                None,
+                Outcome::Unknown,
+            );
         }
     }
 }

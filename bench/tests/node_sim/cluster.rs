@@ -26,9 +26,9 @@ use tessera_node::server::round::round_batch;
 use tessera_node::store::{Store, StoreConfig, Token};
 use tessera_wal::{MemLog, SegmentSeq};
 
+use super::digest;
 use super::disk::{SimDisk, TailFate, SEGMENT_BYTES};
 use super::net::{Endpoint, Envelope, Network, Payload};
-use super::{hash_bytes, mix};
 
 /// Steps between two ticks of a node (plus up to `TICK_JITTER_STEPS`): clocks drift.
 pub const TICK_STEPS: u64 = 10;
@@ -187,7 +187,7 @@ impl Cluster {
             }
             let mut config = StoreConfig::new(id);
             config.snapshot_interval_entries = 16;
-            config.raft.seed = mix(self.seed, mix(id.0, node.incarnation));
+            config.raft.seed = digest((self.seed, id.0, node.incarnation));
             let mut store = Store::new(config);
             let disk = &core.disk;
             recover_store(&mut store, &regions, index, cores, &disk.log, disk)
@@ -493,7 +493,7 @@ impl Cluster {
 }
 
 fn state_hash(kv: &KvState) -> u64 {
-    hash_bytes(&kv.encode_snapshot())
+    digest(kv.encode_snapshot())
 }
 
 /// The core simulator's invariants, where a whole node makes them observable:

@@ -8,8 +8,8 @@ use tessera_core::NodeId;
 
 use super::clients::{ClientStats, Clients};
 use super::cluster::{Cluster, ClusterStats, DiskFaults};
+use super::digest;
 use super::net::NetFaults;
-use super::{hash_bytes, mix};
 
 /// Cores per node (each with its own Store and disk); the four Regions spread over them.
 pub const CORES: usize = 2;
@@ -85,11 +85,7 @@ pub fn run(seed: u64, nodes: u64, steps: u64) -> RunStats {
     stats.messages_sent = cluster.net.sent;
     stats.messages_dropped = cluster.net.dropped;
     stats.messages_duplicated = cluster.net.duplicated;
-    let history = format!("{:?}", clients.history.operations());
-    stats.digest = mix(
-        hash_bytes(history.as_bytes()),
-        hash_bytes(format!("{states:?}").as_bytes()),
-    );
+    stats.digest = digest((format!("{:?}", clients.history.operations()), &states));
     stats
 }
 
