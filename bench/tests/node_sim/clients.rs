@@ -220,6 +220,7 @@ impl Clients {
         let key = pending.command.key().to_vec();
         match &outcome {
             Outcome::Failed => self.stats.failed += 1,
+            Outcome::Unknown => self.stats.unknown += 1,
             _ => self.stats.ok += 1,
         }
         match &outcome {
@@ -240,12 +241,13 @@ impl Clients {
             _ => {}
         }
         client.next_op_at = now + 1;
-        let completed = self.tick_clock();
+        // An unknown outcome may take effect at any time after the invocation.
+        let completed = (outcome != Outcome::Unknown).then(|| self.tick_clock());
         self.history.push(
             ClientId(index as u32),
             pending.command,
             pending.invoked,
-            Some(completed),
+            completed,
             outcome,
         );
     }
@@ -296,8 +298,9 @@ fn to_op(command: &Command) -> KvOp {
     }
 }
 
-/// What the Store's answer tells the checker. Every error but a version mismatch means the
-/// request was refused before it was proposed, or its entry was replaced: not applied.
+/// What the Store's answer tells the checker. `OutcomeUnknown` is unknown; every other error
+/// but a version mismatch means the request was refused before it was proposed, or its entry
+/// was replaced: not applied.
 fn outcome(command: &Command, result: KvResult) -> Outcome {
     match (command, result) {
         (Command::Get { .. }, Ok(KvReply::Value { found })) => Outcome::Read { found },
@@ -311,6 +314,8 @@ fn outcome(command: &Command, result: KvResult) -> Outcome {
             Command::Cas { .. } | Command::CasDelete { .. },
             Err(KvError::VersionMismatch { current_version }),
         ) => Outcome::Mismatch { current_version },
+        // The Store cannot tell whether the write took effect (a snapshot covered it).
+        (_, Err(KvError::OutcomeUnknown(_))) => Outcome::Unknown,
         (_, Err(_)) => Outcome::Failed,
         (command, Ok(reply)) => panic!("{command:?} answered with {reply:?}"),
     }
