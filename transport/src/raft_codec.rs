@@ -285,20 +285,12 @@ pub fn decode_raft_batch(
     limits: &DecodeLimits,
 ) -> Result<(RaftBatchHeader, Vec<(RegionId, Message)>), TransportError> {
     let root = verified_root::<fb::RaftBatch>(FRAME, IDENTIFIER, payload, limits)?;
-    if root.cluster_id() == 0 {
-        return Err(TransportError::invalid(
-            FRAME,
-            "cluster_id",
-            "cluster id 0 is reserved",
-        ));
-    }
-    let header = RaftBatchHeader {
-        cluster_id: ClusterId(root.cluster_id()),
-        from_node: node_id(FRAME, "from_node", root.from_node())?,
-        from_core: CoreId(root.from_core()),
-        to_node: node_id(FRAME, "to_node", root.to_node())?,
-        to_core: CoreId(root.to_core()),
-    };
+    let header = decode_header(
+        FRAME,
+        root.cluster_id(),
+        (root.from_node(), root.from_core()),
+        (root.to_node(), root.to_core()),
+    )?;
     let list = root.messages().unwrap_or_default();
     TransportError::check_count(FRAME, "messages", list.len(), limits.batch_messages_max)?;
     let mut messages = Vec::with_capacity(list.len());
@@ -306,6 +298,30 @@ pub fn decode_raft_batch(
         messages.push(decode_message(&header, &message, limits)?);
     }
     Ok((header, messages))
+}
+
+/// Check 1 of the module documentation on the header fields of a batch or a snapshot chunk
+/// (whose errors name `frame`).
+pub(crate) fn decode_header(
+    frame: &'static str,
+    cluster_id: u64,
+    (from_node, from_core): (u64, u32),
+    (to_node, to_core): (u64, u32),
+) -> Result<RaftBatchHeader, TransportError> {
+    if cluster_id == 0 {
+        return Err(TransportError::invalid(
+            frame,
+            "cluster_id",
+            "cluster id 0 is reserved",
+        ));
+    }
+    Ok(RaftBatchHeader {
+        cluster_id: ClusterId(cluster_id),
+        from_node: node_id(frame, "from_node", from_node)?,
+        from_core: CoreId(from_core),
+        to_node: node_id(frame, "to_node", to_node)?,
+        to_core: CoreId(to_core),
+    })
 }
 
 fn decode_message(

@@ -26,9 +26,11 @@ use flatbuffers::FlatBufferBuilder;
 use tessera_core::{Message, MessageBody, Payload, RegionId, Snapshot, SnapshotMetadata, Term};
 
 use crate::generated::raft as fb;
-use crate::raft_codec::{decode_snapshot_metadata, encode_snapshot_metadata, RaftBatchHeader};
-use crate::verify::{node_id, verified_root};
-use crate::{ClusterId, CoreId, DecodeLimits, TransportError};
+use crate::raft_codec::{
+    decode_header, decode_snapshot_metadata, encode_snapshot_metadata, RaftBatchHeader,
+};
+use crate::verify::verified_root;
+use crate::{DecodeLimits, TransportError};
 
 const FRAME: &str = "SnapshotChunk";
 const IDENTIFIER: &str = "TSNP";
@@ -102,20 +104,12 @@ pub fn decode_snapshot_chunk(
     limits: &DecodeLimits,
 ) -> Result<SnapshotChunk, TransportError> {
     let root = verified_root::<fb::SnapshotChunk>(FRAME, IDENTIFIER, payload, limits)?;
-    if root.cluster_id() == 0 {
-        return Err(TransportError::invalid(
-            FRAME,
-            "cluster_id",
-            "cluster id 0 is reserved",
-        ));
-    }
-    let header = RaftBatchHeader {
-        cluster_id: ClusterId(root.cluster_id()),
-        from_node: node_id(FRAME, "from_node", root.from_node())?,
-        from_core: CoreId(root.from_core()),
-        to_node: node_id(FRAME, "to_node", root.to_node())?,
-        to_core: CoreId(root.to_core()),
-    };
+    let header = decode_header(
+        FRAME,
+        root.cluster_id(),
+        (root.from_node(), root.from_core()),
+        (root.to_node(), root.to_core()),
+    )?;
     if root.region_id() == 0 {
         return Err(TransportError::invalid(
             FRAME,
@@ -246,6 +240,7 @@ impl SnapshotAssembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ClusterId, CoreId};
     use tessera_core::{ConfState, LogIndex, NodeId};
 
     fn header() -> RaftBatchHeader {

@@ -232,25 +232,55 @@ fn send_bad_inputs(addr: SocketAddr) {
     assert_closed_after(addr, &out_of_range, "region id 0");
 }
 
+/// A receiver (node 1) and a sender (node 2) on loopback, each on its own executor.
+struct Pair {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    rounds: mpsc::Sender<Vec<(RegionId, Message)>>,
+    batches: mpsc::Receiver<Received>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        init_logs();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (bound_tx, bound_rx) = mpsc::channel();
+        let (batches_tx, batches) = mpsc::channel();
+        let receiver = start_receiver(
+            "127.0.0.1:0".parse().unwrap(),
+            stop.clone(),
+            bound_tx,
+            batches_tx,
+        );
+        let addr = bound_rx.recv_timeout(DEADLINE).expect("receiver bound");
+        let (rounds, rounds_rx) = mpsc::channel();
+        let (failures_tx, _failures_rx) = mpsc::channel();
+        let sender = start_sender(addr, stop.clone(), rounds_rx, failures_tx);
+        Pair {
+            stop,
+            addr,
+            rounds,
+            batches,
+            threads: vec![receiver, sender],
+        }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+    }
+}
+
 #[test]
 fn peers_exchange_batches_and_bad_connections_are_closed_without_harm() {
-    init_logs();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (bound_tx, bound_rx) = mpsc::channel();
-    let (batches_tx, batches_rx) = mpsc::channel();
-    let receiver = start_receiver(
-        "127.0.0.1:0".parse().unwrap(),
-        stop.clone(),
-        bound_tx,
-        batches_tx,
-    );
-    let addr = bound_rx.recv_timeout(DEADLINE).expect("receiver bound");
-    let (rounds_tx, rounds_rx) = mpsc::channel();
-    let (failures_tx, _failures_rx) = mpsc::channel();
-    let sender = start_sender(addr, stop.clone(), rounds_rx, failures_tx);
+    let pair = Pair::start();
+    let (addr, rounds_tx, batches_rx) = (pair.addr, &pair.rounds, &pair.batches);
 
     rounds_tx.send(round_messages(1)).unwrap();
-    let (messages, frames) = receive(&batches_rx, 100);
+    let (messages, frames) = receive(batches_rx, 100);
     assert_eq!(messages, round_messages(1));
     assert!(
         frames <= 2,
@@ -260,12 +290,10 @@ fn peers_exchange_batches_and_bad_connections_are_closed_without_harm() {
     send_bad_inputs(addr);
 
     rounds_tx.send(round_messages(2)).unwrap();
-    let (messages, _) = receive(&batches_rx, 100);
+    let (messages, _) = receive(batches_rx, 100);
     assert_eq!(messages, round_messages(2));
 
-    stop.store(true, Ordering::Relaxed);
-    receiver.join().unwrap();
-    sender.join().unwrap();
+    pair.finish();
 }
 
 #[test]
@@ -302,20 +330,8 @@ fn sender_reconnects_with_backoff_when_the_listener_comes_late() {
 /// it is not stuck behind it.
 #[test]
 fn a_snapshot_larger_than_a_frame_is_streamed_in_chunks_and_arrives_whole() {
-    init_logs();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (bound_tx, bound_rx) = mpsc::channel();
-    let (batches_tx, batches_rx) = mpsc::channel();
-    let receiver = start_receiver(
-        "127.0.0.1:0".parse().unwrap(),
-        stop.clone(),
-        bound_tx,
-        batches_tx,
-    );
-    let addr = bound_rx.recv_timeout(DEADLINE).expect("receiver bound");
-    let (rounds_tx, rounds_rx) = mpsc::channel();
-    let (failures_tx, _failures_rx) = mpsc::channel();
-    let sender = start_sender(addr, stop.clone(), rounds_rx, failures_tx);
+    let pair = Pair::start();
+    let (rounds_tx, batches_rx) = (&pair.rounds, &pair.batches);
 
     let bytes = 40 << 20;
     assert!(bytes > tessera_transport::DecodeLimits::default().frame_bytes_max as usize * 2);
@@ -350,7 +366,7 @@ fn a_snapshot_larger_than_a_frame_is_streamed_in_chunks_and_arrives_whole() {
             (RegionId(2), heartbeat.clone()),
         ])
         .unwrap();
-    let (messages, frames) = receive(&batches_rx, 2);
+    let (messages, frames) = receive(batches_rx, 2);
     assert_eq!(messages.len(), 2);
     assert_eq!(
         messages[0],
@@ -363,7 +379,5 @@ fn a_snapshot_larger_than_a_frame_is_streamed_in_chunks_and_arrives_whole() {
     );
     assert_eq!(frames, 2, "the handler saw the snapshot once, whole");
 
-    stop.store(true, Ordering::Relaxed);
-    receiver.join().unwrap();
-    sender.join().unwrap();
+    pair.finish();
 }
