@@ -186,3 +186,34 @@ fn three_nodes_serve_both_regions_through_any_node_survive_a_down_node_and_catch
     );
     cluster.wait_caught_up(leader);
 }
+
+/// A static `initial_cluster` of four nodes with three replicas per Region: the fourth node
+/// is no Region's peer, so it creates no replica at startup or at restart (an idle replica
+/// would never learn a leader), yet it serves clients: its routing table sends them to the
+/// Regions' peers.
+#[test]
+fn a_node_outside_every_regions_peers_holds_no_replica_and_still_routes_clients() {
+    let mut cluster = Cluster::start(4, CORES, FAST_CONFIG);
+    let outsider = 3;
+    for restart in [false, true] {
+        if restart {
+            cluster.kill(outsider);
+            cluster.restart(outsider);
+        }
+        let held = cluster.status(outsider).expect("the fourth node answers");
+        assert!(
+            held.is_empty(),
+            "node 4 is no Region's peer but holds replicas (restarted: {restart}): {held:?}"
+        );
+        for i in 0..3 {
+            let held = cluster.status(i).expect("status");
+            assert_eq!(held.len(), 2, "node {} holds both Regions: {held:?}", i + 1);
+        }
+        let mut client = cluster.client_via(outsider, CORES - 1, options());
+        let (regions, stores) = client.routing();
+        assert_eq!((regions.len(), stores.len()), (2, 4));
+        let mut written = Written::new();
+        write_both_regions(&mut client, &format!("via-4-{restart}"), 2, &mut written);
+        read_all(&mut client, &written, "node 4");
+    }
+}

@@ -224,9 +224,12 @@ impl SnapshotSource for Path {
 /// recover through this code.
 ///
 /// The Regions are those of the first layout (`regions`, from `meta.toml`) that this core
-/// owns, plus every Region with a snapshot in `snapshots` (Regions created by
-/// splits start with one). A snapshot's envelope gives the Region's range and epoch as of
-/// the snapshot; later splits replay from the WAL.
+/// owns and that list this node among their peers, plus every Region with a snapshot in
+/// `snapshots` (Regions created by splits start with one, and so does a replica a leader
+/// seeded after a membership change). A node of a static cluster larger than `replicas`
+/// creates no replica of a Region it is not a peer of: it would be an idle group nobody
+/// talks to. A snapshot's envelope gives the Region's range and epoch as of the snapshot;
+/// later splits replay from the WAL.
 ///
 /// # Errors
 /// A message naming the Region and what could not be read.
@@ -239,9 +242,10 @@ pub fn recover_store(
     snapshots: &(impl SnapshotSource + ?Sized),
 ) -> Result<RecoverySummary, String> {
     let mut summary = RecoverySummary::default();
+    let node = store.node();
     let mut ids: Vec<RegionId> = regions
         .iter()
-        .filter(|r| owning_core(r.id, cores) == core)
+        .filter(|r| owning_core(r.id, cores) == core && r.peers.contains(&node))
         .map(|r| r.id)
         .collect();
     ids.extend(snapshots.regions()?);

@@ -77,7 +77,9 @@ impl Cluster {
     }
 
     /// Waits until node `i` answers `status` on every core and knows a leader for each of
-    /// its Regions ([`Node::wait_ready`] wants a single node that leads them all).
+    /// its Regions ([`Node::wait_ready`] wants a single node that leads them all). A node
+    /// that is no Region's peer (a static cluster larger than `replicas`) holds none and is
+    /// ready once it answers.
     ///
     /// # Panics
     /// If the process exits or does not get there within `CLUSTER_TIMEOUT`.
@@ -92,7 +94,8 @@ impl Cluster {
                 );
             }
             let ready = self.status(i).is_some_and(|regions| {
-                !regions.is_empty() && regions.values().all(|r| r.leader.is_some())
+                regions.values().all(|r| r.leader.is_some())
+                    && (!regions.is_empty() || self.peer_of_no_region(i))
             });
             if ready {
                 return;
@@ -105,6 +108,21 @@ impl Cluster {
             );
             std::thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// True when node `i`'s routing table lists it as a peer of no Region.
+    pub fn peer_of_no_region(&self, i: usize) -> bool {
+        let addr = self.nodes[i].client_addr(0);
+        let options = ClientOptions {
+            request_timeout: Duration::from_millis(500),
+            attempts_max: 1,
+            ..ClientOptions::default()
+        };
+        let node = tessera_core::NodeId(i as u64 + 1);
+        Client::connect(&addr, options).is_ok_and(|client| {
+            let (regions, _) = client.routing();
+            !regions.is_empty() && regions.iter().all(|r| !r.peers.contains(&node))
+        })
     }
 
     /// SIGKILLs node `i`.
