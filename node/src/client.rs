@@ -38,11 +38,13 @@ pub enum ClientError {
     /// The node reset the connection with the request unread: it was not processed.
     #[error("connection to {addr} was reset before the request was read: {reason}")]
     Reset { addr: String, reason: String },
-    /// A write was sent but its answer never came (the connection failed or timed out after
-    /// the request left): it may or may not take effect, now or later. The client does not
-    /// retry it, since retrying a put or a compare-and-swap that did take effect would apply
-    /// it twice or report a mismatch for a write that succeeded.
-    #[error("outcome unknown: the write was sent to {addr} but its answer was lost: {reason}")]
+    /// A write was sent but whether it took effect is unknown: its answer never came (the
+    /// connection failed or timed out after the request left), or the node answered
+    /// `OutcomeUnknown` (it accepted the write but cannot tell). It may or may not take
+    /// effect, now or later. The client does not retry it, since retrying a put or a
+    /// compare-and-swap that did take effect would apply it twice or report a mismatch for a
+    /// write that succeeded.
+    #[error("outcome unknown: the write sent to {addr} may or may not have taken effect ({reason}); read the key to find out")]
     OutcomeUnknown { addr: String, reason: String },
     #[error("gave up after {attempts} attempts over {elapsed_ms} ms; last error: {last}")]
     RetriesExhausted {
@@ -497,6 +499,17 @@ impl Client {
                     std::thread::sleep(backoff);
                     "server busy".to_string()
                 }
+                Ok(Err(WireError::OutcomeUnknown { message })) => {
+                    if !is_retryable(&op) {
+                        return Err(ClientError::OutcomeUnknown {
+                            addr,
+                            reason: format!("the node answered: {message}"),
+                        });
+                    }
+                    // Sending it again is safe (a read, or a split that answers as before).
+                    target = None;
+                    format!("outcome unknown: {message}")
+                }
                 Ok(Err(error)) => return Ok(Err(error)),
                 Err(error) => {
                     // The node may be down: try another replica after a pause.
@@ -807,85 +820,12 @@ mod tests {
     }
 }
 
-/// A write whose answer is lost is never sent twice; reads are.
+/// A write whose answer is lost, or that the node reports as of unknown outcome, is never
+/// sent twice; reads are.
 #[cfg(test)]
 mod lost_answers {
     use super::*;
-    use std::net::TcpListener;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
-    use tessera_transport::{decode_client_request, encode_client_response, ClientResponse};
-
-    /// A fake node: answers the routing table, and closes the connection on any other
-    /// request without answering it (the answer is lost), counting those requests.
-    fn lossy_server() -> (String, Arc<AtomicU32>) {
-        fake_server(false)
-    }
-
-    /// A fake node. `answer_and_close`: answers every request (a put with version 1) and
-    /// closes the connection after each answer, like a node restarting between requests;
-    /// otherwise as [`lossy_server`]. Counts the requests other than the routing table.
-    fn fake_server(answer_and_close: bool) -> (String, Arc<AtomicU32>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let lost = Arc::new(AtomicU32::new(0));
-        let (server_addr, counter) = (addr.clone(), lost.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut decoder = FrameDecoder::new(DecodeLimits::default().frame_bytes_max);
-                let mut buffer = [0u8; 4096];
-                'connection: while let Ok(read) = stream.read(&mut buffer) {
-                    if read == 0 || decoder.push(&buffer[..read]).is_err() {
-                        break;
-                    }
-                    while let Ok(Some(frame)) = decoder.next_frame() {
-                        let limits = DecodeLimits::default();
-                        let request = decode_client_request(&frame.payload, &limits).unwrap();
-                        if request.op != ClientOp::Regions {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            if !answer_and_close {
-                                break 'connection;
-                            }
-                        }
-                        let reply = if request.op != ClientOp::Regions {
-                            ClientReply::Written { version: 1 }
-                        } else {
-                            ClientReply::Regions {
-                                regions: vec![RegionDescriptor {
-                                    region_id: RegionId(1),
-                                    start_key: vec![],
-                                    end_key: vec![],
-                                    epoch: RegionEpoch::default(),
-                                    peers: vec![NodeId(1)],
-                                    leader: Some(NodeId(1)),
-                                }],
-                                stores: vec![StoreDescriptor {
-                                    node_id: NodeId(1),
-                                    client_addrs: vec![server_addr.clone()],
-                                    cores: 1,
-                                    peer_addrs: vec![],
-                                }],
-                            }
-                        };
-                        let response = ClientResponse {
-                            request_id: request.request_id,
-                            result: Ok(reply),
-                        };
-                        let frame = encode_frame(
-                            FrameType::ClientResponse,
-                            &encode_client_response(&response),
-                        );
-                        stream.write_all(&frame).unwrap();
-                        if answer_and_close {
-                            break 'connection;
-                        }
-                    }
-                }
-            }
-        });
-        (addr, lost)
-    }
+    use crate::fake_node::{Answer, FakeNode};
 
     fn options() -> ClientOptions {
         ClientOptions {
@@ -899,32 +839,60 @@ mod lost_answers {
 
     #[test]
     fn a_write_whose_answer_was_lost_is_not_retried_and_reported_unknown() {
-        let (addr, lost) = lossy_server();
-        let mut client = Client::connect(&addr, options()).unwrap();
+        let node = FakeNode::spawn(|_| Answer::CloseUnanswered);
+        let mut client = Client::connect(&node.addr, options()).unwrap();
         let error = client.cas(b"k", 0, b"v").unwrap_err();
         assert!(
             matches!(error, ClientError::OutcomeUnknown { .. }),
             "{error}"
         );
-        assert_eq!(lost.load(Ordering::SeqCst), 1, "the CAS was sent again");
+        assert_eq!(node.requests(), 1, "the CAS was sent again");
         let error = client.put(b"k", b"v", Mode::Strong).unwrap_err();
         assert!(
             matches!(error, ClientError::OutcomeUnknown { .. }),
             "{error}"
         );
-        assert_eq!(lost.load(Ordering::SeqCst), 2, "the put was sent again");
+        assert_eq!(node.requests(), 2, "the put was sent again");
+    }
+
+    #[test]
+    fn a_write_the_node_answers_outcome_unknown_is_not_retried_and_reported_unknown() {
+        let node = FakeNode::spawn(|_| {
+            Answer::Reply(Err(WireError::OutcomeUnknown {
+                message: "compacted into a snapshot".into(),
+            }))
+        });
+        let mut client = Client::connect(&node.addr, options()).unwrap();
+        type Write = dyn Fn(&mut Client) -> Result<(), ClientError>;
+        let writes: [&Write; 4] = [
+            &|c| c.put(b"k", b"v", Mode::Raw).map(|_| ()),
+            &|c| c.cas(b"k", 1, b"v").map(|_| ()),
+            &|c| c.cas_delete(b"k", 1).map(|_| ()),
+            &|c| c.delete(b"k", Mode::Strong),
+        ];
+        for (sent, write) in writes.into_iter().enumerate() {
+            let error = write(&mut client).unwrap_err();
+            let ClientError::OutcomeUnknown { addr, reason } = &error else {
+                panic!("not OutcomeUnknown: {error:?}");
+            };
+            assert_eq!(addr, &node.addr);
+            assert!(reason.contains("compacted into a snapshot"), "{error}");
+            assert_eq!(node.requests(), sent as u32 + 1, "a write was sent again");
+        }
     }
 
     #[test]
     fn a_write_after_the_node_closed_the_cached_connection_goes_out_on_a_fresh_one() {
-        let (addr, writes) = fake_server(true);
-        let mut client = Client::connect(&addr, options()).unwrap();
+        let node = FakeNode::spawn_closing_after_each_answer(|_| {
+            Answer::Reply(Ok(ClientReply::Written { version: 1 }))
+        });
+        let mut client = Client::connect(&node.addr, options()).unwrap();
         for attempt in 1..=3 {
             // The server closed the connection after its last answer (as a restarted node
             // would); the client must notice before sending, not report the write unknown.
-            wait_closed(&client, &addr);
+            wait_closed(&client, &node.addr);
             let version = client.put(b"k", b"v", Mode::Strong).unwrap();
-            assert_eq!((version, writes.load(Ordering::SeqCst)), (1, attempt));
+            assert_eq!((version, node.requests()), (1, attempt));
         }
     }
 
@@ -943,13 +911,13 @@ mod lost_answers {
 
     #[test]
     fn a_read_whose_answer_was_lost_is_retried() {
-        let (addr, lost) = lossy_server();
-        let mut client = Client::connect(&addr, options()).unwrap();
+        let node = FakeNode::spawn(|_| Answer::CloseUnanswered);
+        let mut client = Client::connect(&node.addr, options()).unwrap();
         let error = client.get(b"k", Mode::Strong).unwrap_err();
         assert!(
             matches!(error, ClientError::RetriesExhausted { .. }),
             "{error}"
         );
-        assert_eq!(lost.load(Ordering::SeqCst), 5, "one read per attempt");
+        assert_eq!(node.requests(), 5, "one read per attempt");
     }
 }

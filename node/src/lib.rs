@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod config;
+pub mod fake_node;
 pub mod kv;
 pub mod meta;
 pub mod placement;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use tessera_node::client::{CasOutcome, Client, ClientOptions};
+use tessera_node::client::{CasOutcome, Client, ClientError, ClientOptions};
 use tessera_node::config::NodeConfig;
 use tessera_transport::client::{KeyValue, Mode, PdStatus};
 
@@ -199,10 +199,21 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", error_chain(&error));
-            ExitCode::FAILURE
+            if error
+                .downcast_ref::<ClientError>()
+                .is_some_and(|e| matches!(e, ClientError::OutcomeUnknown { .. }))
+            {
+                ExitCode::from(EXIT_OUTCOME_UNKNOWN)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// The exit code of a client command whose write may or may not have taken effect (1 is
+/// any other failure), so that scripts can tell "not done" from "unknown".
+const EXIT_OUTCOME_UNKNOWN: u8 = 3;
 
 /// The error and its causes, `: `-separated, skipping a cause whose text the message already
 /// quotes (typed errors often print their source, which `{:#}` would then print twice).

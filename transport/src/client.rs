@@ -312,4 +312,8 @@ pub enum ClientError {
     /// Something failed inside the node.
     #[error("internal error: {message}")]
     Internal { message: String },
+    /// A write was accepted but whether it took effect is unknown: it may have applied, may
+    /// still apply, or never will. Sending it again could apply it twice; read the key.
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
 }

@@ -374,6 +374,11 @@ fn encode_simple_error(
             let table = fb::Internal::create(fbb, &fb::InternalArgs { message });
             (fb::Outcome::Internal, table.as_union_value())
         }
+        ClientError::OutcomeUnknown { message } => {
+            let message = Some(fbb.create_string(message));
+            let table = fb::OutcomeUnknown::create(fbb, &fb::OutcomeUnknownArgs { message });
+            (fb::Outcome::OutcomeUnknown, table.as_union_value())
+        }
         other => unreachable!("encode_error handles {other}"),
     }
 }
@@ -662,6 +667,9 @@ fn decode_error(
         },
         fb::Outcome::Internal => ClientError::Internal {
             message: message(present(root.outcome_as_internal())?.message())?,
+        },
+        fb::Outcome::OutcomeUnknown => ClientError::OutcomeUnknown {
+            message: message(present(root.outcome_as_outcome_unknown())?.message())?,
         },
         fb::Outcome::NONE => return Err(TransportError::invalid(FRAME, "outcome", "missing")),
         other => {

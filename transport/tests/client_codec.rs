@@ -251,6 +251,7 @@ fn error() -> impl Strategy<Value = ClientError> {
         Just(ClientError::ServerBusy),
         ".{0,40}".prop_map(|message| ClientError::InvalidRequest { message }),
         ".{0,40}".prop_map(|message| ClientError::Internal { message }),
+        ".{0,40}".prop_map(|message| ClientError::OutcomeUnknown { message }),
     ]
 }
 

@@ -302,10 +302,8 @@ pub fn to_wire_result(
                 leader: None,
                 leader_addr: None,
             },
-            // The wire has no "unknown" error yet; Internal is not retried by the client.
-            KvError::OutcomeUnknown(message) => ClientError::Internal {
-                message: format!("outcome unknown: {message}"),
-            },
+            // Never retried by the client: the write may have taken effect.
+            KvError::OutcomeUnknown(message) => ClientError::OutcomeUnknown { message },
         }),
     }
 }

@@ -236,10 +236,10 @@ pub struct OpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OUTCOME: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTCOME: u8 = 18;
+pub const ENUM_MAX_OUTCOME: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTCOME: [Outcome; 19] = [
+pub const ENUM_VALUES_OUTCOME: [Outcome; 20] = [
   Outcome::NONE,
   Outcome::Written,
   Outcome::Value,
@@ -259,6 +259,7 @@ pub const ENUM_VALUES_OUTCOME: [Outcome; 19] = [
   Outcome::Ack,
   Outcome::SplitIds,
   Outcome::PdStatusResult,
+  Outcome::OutcomeUnknown,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -285,9 +286,10 @@ impl Outcome {
   pub const Ack: Self = Self(16);
   pub const SplitIds: Self = Self(17);
   pub const PdStatusResult: Self = Self(18);
+  pub const OutcomeUnknown: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 18;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Written,
@@ -308,6 +310,7 @@ impl Outcome {
     Self::Ack,
     Self::SplitIds,
     Self::PdStatusResult,
+    Self::OutcomeUnknown,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -331,6 +334,7 @@ impl Outcome {
       Self::Ack => Some("Ack"),
       Self::SplitIds => Some("SplitIds"),
       Self::PdStatusResult => Some("PdStatusResult"),
+      Self::OutcomeUnknown => Some("OutcomeUnknown"),
       _ => None,
     }
   }
@@ -5430,6 +5434,105 @@ impl ::core::fmt::Debug for Internal<'_> {
       ds.finish()
   }
 }
+pub enum OutcomeUnknownOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A write was accepted but the node cannot tell whether it took effect: it may have been
+/// applied, or may still be, or never (e.g. its log entry was compacted into a snapshot
+/// installed before it was seen committed). Retrying could apply it twice; read the key.
+pub struct OutcomeUnknown<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OutcomeUnknown<'a> {
+  type Inner = OutcomeUnknown<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OutcomeUnknown<'a> {
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OutcomeUnknown { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OutcomeUnknownArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OutcomeUnknown<'bldr>> {
+    let mut builder = OutcomeUnknownBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(OutcomeUnknown::VT_MESSAGE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OutcomeUnknown<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OutcomeUnknownArgs<'a> {
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for OutcomeUnknownArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OutcomeUnknownArgs {
+      message: None,
+    }
+  }
+}
+
+pub struct OutcomeUnknownBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OutcomeUnknownBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OutcomeUnknown::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OutcomeUnknownBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OutcomeUnknownBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OutcomeUnknown<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OutcomeUnknown<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OutcomeUnknown");
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
 pub enum ClientResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5758,6 +5861,21 @@ impl<'a> ClientResponse<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn outcome_as_outcome_unknown(&self) -> Option<OutcomeUnknown<'a>> {
+    if self.outcome_type() == Outcome::OutcomeUnknown {
+      self.outcome().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OutcomeUnknown::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientResponse<'_> {
@@ -5787,6 +5905,7 @@ impl ::flatbuffers::Verifiable for ClientResponse<'_> {
           Outcome::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("Outcome::Ack", pos),
           Outcome::SplitIds => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SplitIds>>("Outcome::SplitIds", pos),
           Outcome::PdStatusResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PdStatusResult>>("Outcome::PdStatusResult", pos),
+          Outcome::OutcomeUnknown => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeUnknown>>("Outcome::OutcomeUnknown", pos),
           _ => Ok(()),
         }
      })?
@@ -5969,6 +6088,13 @@ impl ::core::fmt::Debug for ClientResponse<'_> {
         },
         Outcome::PdStatusResult => {
           if let Some(x) = self.outcome_as_pd_status_result() {
+            ds.field("outcome", &x)
+          } else {
+            ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Outcome::OutcomeUnknown => {
+          if let Some(x) = self.outcome_as_outcome_unknown() {
             ds.field("outcome", &x)
           } else {
             ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -493,6 +493,8 @@ impl Driver<'_> {
             Err(ClientError::ServerBusy) => self.retry(pending, "server_busy", now, true),
             Err(ClientError::InvalidRequest { .. }) => self.fail(&pending, "invalid_request"),
             Err(ClientError::Internal { .. }) => self.fail(&pending, "internal"),
+            // Not sent again: it may have taken effect.
+            Err(ClientError::OutcomeUnknown { .. }) => self.fail(&pending, "outcome_unknown"),
         }
     }
 
