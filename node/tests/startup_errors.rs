@@ -6,9 +6,11 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::Duration;
 
-use common::{serve_expecting_exit, Node};
+use common::{serve_expecting_exit_with, Node};
 use tessera_transport::client::Mode;
 
 /// A refused start must exit well within this.
@@ -16,7 +18,16 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `serve` with `args`, expects a non-zero exit, and returns the `error:` message.
 fn refused(args: &[String]) -> String {
-    let (status, stderr) = serve_expecting_exit(args, EXIT_TIMEOUT);
+    refused_with(args, |_| {})
+}
+
+/// As [`refused`], with `prepare` changing the command first.
+fn refused_with(args: &[String], prepare: impl FnOnce(&mut Command)) -> String {
+    let (status, stderr) = serve_expecting_exit_with(args, EXIT_TIMEOUT, prepare);
+    assert!(
+        !stderr.contains("panicked"),
+        "tessera {args:?} panicked; stderr:\n{stderr}"
+    );
     assert!(
         !status.success(),
         "tessera {args:?} exited 0; stderr:\n{stderr}"
@@ -120,6 +131,53 @@ fn a_data_dir_in_use_by_a_running_node_is_refused() {
     assert_mentions(&message, &["in use", "LOCK"]);
     // The first node was not disturbed.
     node.client().put(b"still", b"here", Mode::Strong).unwrap();
+}
+
+/// The locked-memory limit `serve` runs under in `a_locked_memory_limit_too_low_...`.
+const LOW_MEMLOCK_BYTES: u64 = 64 << 10;
+
+/// Lowers the soft RLIMIT_MEMLOCK of the child to `LOW_MEMLOCK_BYTES` (lowering needs no
+/// privilege; the hard limit stays).
+fn low_memlock(command: &mut Command) {
+    // SAFETY: runs in the forked child before exec; getrlimit/setrlimit are async-signal-safe
+    // system calls on a stack variable, and nothing else is touched.
+    unsafe {
+        command.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = LOW_MEMLOCK_BYTES.min(limit.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn a_locked_memory_limit_too_low_for_io_uring_is_refused_naming_the_limit() {
+    let mut node = Node::new();
+    let message = refused_with(&node.serve_args(), low_memlock);
+    let cores = common::CORES;
+    let needed = cores << 20; // the default io_memory_bytes is 1 MiB per core
+    assert_mentions(
+        &message,
+        &[
+            "locked-memory limit",
+            "ulimit -l",
+            &format!("is {LOW_MEMLOCK_BYTES} bytes"),
+            &format!("{cores} cores need {needed} bytes"),
+            "io_memory_bytes",
+        ],
+    );
+    // Under the normal limit the same data directory serves.
+    node.start();
+    node.stop_cleanly();
 }
 
 #[test]

@@ -482,9 +482,21 @@ fn core_has_leaders(addr: &str) -> bool {
 /// Runs `tessera serve` with `args` to completion (it must fail fast) and returns its exit
 /// status and stderr.
 pub fn serve_expecting_exit(args: &[String], timeout: Duration) -> (ExitStatus, String) {
+    serve_expecting_exit_with(args, timeout, |_| {})
+}
+
+/// As [`serve_expecting_exit`], with `prepare` changing the command first (e.g. a resource
+/// limit set in the child).
+pub fn serve_expecting_exit_with(
+    args: &[String],
+    timeout: Duration,
+    prepare: impl FnOnce(&mut Command),
+) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(binary())
+    let mut command = Command::new(binary());
+    prepare(&mut command);
+    let mut child = command
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
