@@ -1,7 +1,8 @@
 //! A static 3-node cluster of real `tessera serve` processes on loopback, two Regions
 //! (`["", "m")` and `["m", "")`) each replicated on all three nodes:
 //!
-//! 1. both Regions elect a leader, and every node names the same one;
+//! 1. both Regions elect a leader, every node names the same one, and so does the routing
+//!    table a client loads from any core of any node;
 //! 2. writes and linearizable reads on both Regions work through any node and any core (the
 //!    client follows NotLeader and wrong-core hints);
 //! 3. with a follower down the cluster keeps serving, and the leaders compact their logs past
@@ -74,9 +75,32 @@ fn three_nodes_serve_both_regions_through_any_node_survive_a_down_node_and_catch
     let config = format!("{FAST_CONFIG}snapshot_interval_entries = {SNAPSHOT_INTERVAL_ENTRIES}\n");
     let mut cluster = Cluster::start(3, CORES, &config);
 
-    // 1. Both Regions have a leader, and all nodes agree on it.
+    // 1. Both Regions have a leader, and all nodes agree on it. The routing table any core
+    // of any node hands a client names those leaders, also for the Regions of the node's
+    // other core, so a client's first request goes to the right node.
     let leaders = cluster.wait_agreed_leaders();
     assert_eq!(leaders.len(), 2, "two Regions: {leaders:?}");
+    for i in 0..3 {
+        for core in 0..CORES {
+            wait_for(
+                &format!(
+                    "node {} core {core}'s routing table to name {leaders:?}",
+                    i + 1
+                ),
+                CLUSTER_TIMEOUT,
+                || {
+                    let client = cluster.client_via(i, core, options());
+                    let named: BTreeMap<u64, usize> = client
+                        .routing()
+                        .0
+                        .iter()
+                        .filter_map(|r| Some((r.region_id.get(), r.leader?.get() as usize - 1)))
+                        .collect();
+                    (named == leaders).then_some(())
+                },
+            );
+        }
+    }
 
     // 2. Writes and strong reads through every node and every core.
     let mut written = Written::new();

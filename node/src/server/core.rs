@@ -103,6 +103,9 @@ pub struct CoreLoop {
     /// Every Region of the node as this core knows it: its own from the Store, the other
     /// cores' from their `CrossCore::Regions` broadcasts, the first layout until then.
     routing: BTreeMap<RegionId, Region>,
+    /// The leaders of the other cores' Regions, from their `CrossCore::Leaders` broadcasts
+    /// (this core's own come from its Store).
+    other_leaders: HashMap<RegionId, NodeId>,
 }
 
 /// Why a core stopped.
@@ -160,6 +163,7 @@ impl CoreLoop {
             pd: parts.pd,
             inbox: parts.inbox,
             routing: BTreeMap::new(),
+            other_leaders: HashMap::new(),
         }
     }
 
@@ -180,11 +184,20 @@ impl CoreLoop {
             return;
         }
         self.learn_regions(regions.clone());
-        for core in self.links.cores().collect::<Vec<_>>() {
-            if !self
-                .links
-                .try_send(core, CrossCore::Regions(regions.clone()))
-            {
+        self.tell_other_cores(|| CrossCore::Regions(regions.clone()));
+    }
+
+    /// Tells the other cores which of this core's Regions changed leader.
+    fn on_leaders_changed(&mut self, leaders: Vec<(RegionId, Option<NodeId>)>) {
+        if !leaders.is_empty() {
+            self.tell_other_cores(|| CrossCore::Leaders(leaders.clone()));
+        }
+    }
+
+    /// Sends `message()` to every other core, for its routing table.
+    fn tell_other_cores(&self, message: impl Fn() -> CrossCore) {
+        for core in self.links.cores() {
+            if !self.links.try_send(core, message()) {
                 tracing::warn!(
                     core,
                     "cross-core channel full; its routing table lags until the next change"
@@ -252,6 +265,14 @@ impl CoreLoop {
                 }
             }
             Event::CrossCore(CrossCore::Regions(regions)) => self.learn_regions(regions),
+            Event::CrossCore(CrossCore::Leaders(leaders)) => {
+                for (region, leader) in leaders {
+                    match leader {
+                        Some(leader) => self.other_leaders.insert(region, leader),
+                        None => self.other_leaders.remove(&region),
+                    };
+                }
+            }
             Event::PdWritten { version, outcome } => {
                 let released = match self.pd.as_mut() {
                     Some(pd) => pd.on_written(version, outcome),
@@ -404,6 +425,11 @@ impl CoreLoop {
         while let Some(mut ready) = self.store.ready() {
             let now = ready.messages_now();
             self.send_raft(now);
+            let leaders = ready
+                .groups()
+                .iter()
+                .filter_map(|(region, group)| group.soft_state.map(|s| (*region, s.leader)))
+                .collect();
             let batch = self.wal_batch(&ready)?;
             if !batch.is_empty() {
                 self.wal
@@ -427,6 +453,7 @@ impl CoreLoop {
             }
             let changed = self.store.take_changed_regions();
             self.on_regions_changed(changed);
+            self.on_leaders_changed(leaders);
         }
         Ok(())
     }
@@ -532,7 +559,10 @@ impl CoreLoop {
             .routing
             .values()
             .map(|region| {
-                let leader = self.store.raft(region.id).and_then(|c| c.leader());
+                let leader = match self.store.raft(region.id) {
+                    Some(group) => group.leader(),
+                    None => self.other_leaders.get(&region.id).copied(),
+                };
                 describe(region, leader)
             })
             .collect();

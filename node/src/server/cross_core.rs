@@ -10,6 +10,7 @@
 use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
+use tessera_core::{NodeId, RegionId};
 use tessera_transport::client::ClientRequest;
 
 use crate::region::Region;
@@ -32,6 +33,9 @@ pub enum CrossCore {
     /// The sender's Regions that changed (split, or recovered at startup), for the
     /// receiver's routing table.
     Regions(Vec<Region>),
+    /// The sender's Regions whose leader changed (`None`: none known now), so that the
+    /// routing table any core answers names the leaders of every core's Regions.
+    Leaders(Vec<(RegionId, Option<NodeId>)>),
 }
 
 /// One core's ends of the mesh, before they are connected on its executor.
