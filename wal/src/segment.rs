@@ -52,6 +52,10 @@ pub fn segment_path(dir: &Path, seq: SegmentSeq) -> PathBuf {
 /// # Errors
 /// `Io` naming the directory.
 pub async fn sync_dir(dir: &Path) -> Result<()> {
+    // glommio 0.9 opens a directory at dirfd -1, where a relative path fails with EBADF (its
+    // file opens resolve relative paths themselves): resolve against the current directory.
+    let absolute = std::path::absolute(dir).map_err(|e| WalError::io("resolve path", dir, e))?;
+    let dir = absolute.as_path();
     let handle = glommio::io::Directory::open(dir)
         .await
         .map_err(io_error("open directory", dir))?;

@@ -233,8 +233,11 @@ impl Node {
             .path()
             .join(format!("node-{}.log", self.logs.len() + 1));
         let file = File::create(&log).expect("create log file");
+        // Run in the node's own directory, so that a relative `data_dir` (as in the README's
+        // `tessera serve`) lands there.
         let child = Command::new(binary())
             .args(self.serve_args())
+            .current_dir(self.dir.path())
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
