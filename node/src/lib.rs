@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod fake_node;
 pub mod kv;
+pub mod latency;
 pub mod meta;
 pub mod placement;
 pub mod region;

@@ -107,6 +107,11 @@ pub struct Persisted {
 #[derive(Debug)]
 pub struct StoreReady {
     multi: MultiReady,
+    /// Per group (same order as `groups`): whether anything must be durable before the
+    /// round goes on (a snapshot, entries, a new term or vote). A group whose hard state
+    /// only raised its commit index needs no fdatasync: the commit index is a hint that
+    /// recovery may find lower (the leader tells it again), never a promise made to a peer.
+    needs_sync: Vec<bool>,
 }
 
 impl StoreReady {
@@ -118,6 +123,12 @@ impl StoreReady {
     /// Per Region, what to persist: `snapshot`, `entries`, `hard_state`.
     pub fn groups(&self) -> &[(RegionId, Ready)] {
         &self.multi.groups
+    }
+
+    /// True if the `i`-th group of `groups()` has a snapshot, entries, or a hard state with
+    /// a new term or vote to make durable; false if at most its commit index moved.
+    pub fn group_needs_sync(&self, i: usize) -> bool {
+        self.needs_sync[i]
     }
 }
 
@@ -598,6 +609,7 @@ impl Store {
             .propose(region, data.into())
             .map_err(|e| raft_error(region, e))?;
         let term = self.raft.group(region).expect("exists").term();
+        tracing::debug!(target: crate::latency::TARGET, region = region.0, index = index.0, token, "proposed");
         let peer = self.peers.get_mut(&region).expect("checked");
         peer.proposals.push_back(Proposal { index, term, token });
         self.pending_requests += 1;
@@ -615,7 +627,28 @@ impl Store {
         if multi.is_empty() {
             return None;
         }
-        Some(StoreReady { multi })
+        let needs_sync = multi
+            .groups
+            .iter()
+            .map(|(region, ready)| self.needs_sync(*region, ready))
+            .collect();
+        Some(StoreReady { multi, needs_sync })
+    }
+
+    /// See `StoreReady::needs_sync`. The storage holds the hard state last handed to the
+    /// WAL; its term and vote are always durable, since a change of either needs a sync.
+    fn needs_sync(&self, region: RegionId, ready: &Ready) -> bool {
+        if ready.snapshot.is_some() || !ready.entries.is_empty() {
+            return true;
+        }
+        let Some(hard_state) = ready.hard_state else {
+            return false;
+        };
+        let stored = self
+            .raft
+            .group(region)
+            .map(|core| core.storage().hard_state());
+        stored.is_none_or(|stored| stored.term != hard_state.term || stored.vote != hard_state.vote)
     }
 
     /// The round's WAL write is durable: mirror it into the Raft storages, apply, answer,
@@ -702,6 +735,7 @@ impl Store {
                 }
                 peer.proposals.pop_front();
                 self.pending_requests -= 1;
+                tracing::debug!(target: crate::latency::TARGET, region = region.0, index = proposal.index.0, token = proposal.token, "applied");
                 let result = match &outcome {
                     Some(outcome)
                         if proposal.index == entry.index && proposal.term == entry.term =>

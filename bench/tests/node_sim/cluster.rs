@@ -22,7 +22,7 @@ use tessera_node::kv::KvState;
 use tessera_node::region::{owning_core, Region};
 use tessera_node::request::KvResult;
 use tessera_node::server::bootstrap::{initial_layout, recover_store, recovery_batch};
-use tessera_node::server::round::round_batch;
+use tessera_node::server::round::{round_batch, Carried};
 use tessera_node::store::{Store, StoreConfig, Token};
 use tessera_wal::{MemLog, SegmentSeq};
 
@@ -66,7 +66,8 @@ struct SimCore {
     disk: SimDisk,
     /// What a crash left on disk, until the restart recovers from it.
     crashed: Option<Vec<(SegmentSeq, Vec<u8>)>>,
-    compactions: Vec<(RegionId, LogIndex, Term)>,
+    /// Compaction marks and commit-only hard states for the next batch (lost in a crash).
+    carried: Carried,
     /// Requests waiting for the Store: token → (client, attempt).
     waiting: BTreeMap<Token, (usize, u64)>,
     next_token: Token,
@@ -124,7 +125,7 @@ impl Cluster {
                     store: None,
                     disk: SimDisk::new(),
                     crashed: None,
-                    compactions: Vec::new(),
+                    carried: Carried::default(),
                     waiting: BTreeMap::new(),
                     next_token: 1,
                 })
@@ -217,7 +218,7 @@ impl Cluster {
                 self.stats.snapshots_installed += stats.snapshots_installed;
             }
             core.waiting.clear();
-            core.compactions.clear();
+            core.carried = Carried::default();
             let (segments, fate) = core.disk.crash(&mut self.rng);
             match fate {
                 TailFate::Lost => self.stats.tails_lost += 1,
@@ -323,7 +324,7 @@ impl Cluster {
                 return Ok(());
             };
             let now = ready.messages_now();
-            let round = round_batch(&ready, core.compactions.drain(..));
+            let round = round_batch(&ready, &mut core.carried);
             for received in &round.received_snapshots {
                 core.disk.write_snapshot(received);
             }
@@ -352,8 +353,8 @@ impl Cluster {
             let persisted = store.on_persisted(ready);
             for taken in &persisted.snapshots {
                 core.disk.write_snapshot(taken);
-                core.compactions
-                    .push((taken.region, taken.index, taken.term));
+                core.carried
+                    .compacted(taken.region, taken.index, taken.term);
             }
             self.send_raft(id, persisted.messages);
         }

@@ -28,6 +28,8 @@ use super::core::{Event, Inbox};
 const CONNECTION_ANSWERS_MAX: usize = 4096;
 /// Client connections one core serves at once.
 const CONNECTIONS_MAX: usize = 4096;
+/// Answers queued for one connection are gathered into one write up to this many bytes.
+const ANSWER_WRITE_BYTES_MAX: usize = 64 << 10;
 
 /// Where an answer goes: the connection's writer queue and the request's id.
 #[derive(Clone)]
@@ -44,6 +46,7 @@ impl ReplyTo {
 
     /// Queues an encoded answer frame.
     pub fn send_frame(&self, frame: Vec<u8>) {
+        tracing::debug!(target: crate::latency::TARGET, request_id = self.request_id, "answer_queued");
         if self.answers.try_send(frame).is_err() {
             tracing::warn!(
                 request_id = self.request_id,
@@ -121,6 +124,7 @@ async fn serve_connection(stream: TcpStream, inbox: Inbox, limits: Rc<DecodeLimi
                 break;
             }
         };
+        tracing::debug!(target: crate::latency::TARGET, request_id = request.request_id, "client_in");
         let reply_to = ReplyTo {
             answers: answers.clone(),
             request_id: request.request_id,
@@ -144,11 +148,20 @@ async fn write_answers(
     pending: local_channel::LocalReceiver<Vec<u8>>,
     peer: String,
 ) {
-    while let Some(frame) = pending.recv().await {
-        if let Err(error) = stream.write_all(&frame).await {
+    while let Some(mut buffer) = pending.recv().await {
+        // The answers of one round go out in one write (one send system call per connection
+        // and round instead of one per answer).
+        while buffer.len() < ANSWER_WRITE_BYTES_MAX {
+            match futures_lite::future::poll_once(pending.recv()).await {
+                Some(Some(frame)) => buffer.extend_from_slice(&frame),
+                _ => break,
+            }
+        }
+        if let Err(error) = stream.write_all(&buffer).await {
             tracing::debug!(%peer, %error, "client went away");
             return;
         }
+        tracing::debug!(target: crate::latency::TARGET, bytes = buffer.len(), "client_out");
     }
 }
 

@@ -28,6 +28,7 @@ use tessera_transport::{ClusterId, CoreId};
 use tessera_wal::{LogBatch, Wal};
 
 use crate::config::PeerDialAddr;
+use crate::latency;
 use crate::meta::DataMeta;
 use crate::region::{owning_core, Region};
 use crate::store::{Persisted, Store, StoreReady, Token};
@@ -35,7 +36,7 @@ use crate::store::{Persisted, Store, StoreReady, Token};
 use super::clients::{encode_response, to_kv_request, to_wire_epoch, to_wire_result, ReplyTo};
 use super::cross_core::{CrossCore, Links};
 use super::pd_host::{PdAnswer, PdHost};
-use super::round::round_batch;
+use super::round::{round_batch, Carried};
 use super::snapshot_files;
 
 /// Events waiting for the core loop, at most this many (then senders back off).
@@ -95,8 +96,8 @@ pub struct CoreLoop {
     links: Links,
     /// Where to dial nodes whose peer address is overridden (`peer_dial_addrs`).
     peer_dial_addrs: Vec<PeerDialAddr>,
-    /// Snapshot files written since the last WAL batch: their compaction marks go in the next.
-    compactions: Vec<(RegionId, LogIndex, Term)>,
+    /// Compaction marks and commit-only hard states waiting for the next WAL batch.
+    carried: Carried,
     /// The placement driver, on core 0 of the node that hosts it.
     pd: Option<PdHost<Origin>>,
     inbox: Inbox,
@@ -159,7 +160,7 @@ impl CoreLoop {
             forwarded: HashMap::new(),
             links: parts.links,
             peer_dial_addrs: parts.peer_dial_addrs,
-            compactions: Vec::new(),
+            carried: Carried::default(),
             pd: parts.pd,
             inbox: parts.inbox,
             routing: BTreeMap::new(),
@@ -239,13 +240,19 @@ impl CoreLoop {
                 break;
             }
         }
+        // Commit indexes of the last rounds were not written yet: a clean restart finds them.
+        let carried = self.carried.take_batch();
+        self.append_durably(carried).await?;
         Ok(self.wal)
     }
 
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Tick => self.store.on_tick(),
-            Event::Raft(batch) => self.store.on_raft_messages(batch),
+            Event::Raft(batch) => {
+                latency::raft_in(&batch);
+                self.store.on_raft_messages(batch);
+            }
             Event::Client { reply_to, request } => self.on_client(Origin::Local(reply_to), request),
             Event::CrossCore(CrossCore::Request {
                 from_core,
@@ -420,28 +427,31 @@ impl CoreLoop {
         }
     }
 
-    /// Step 2 of the module docs, until the Store is idle.
+    /// Step 2 of the module docs, until the Store is idle. Clients are answered after each
+    /// round, so an answer never waits for a later round's fdatasync.
     async fn run_rounds(&mut self) -> Result<(), CoreError> {
         while let Some(mut ready) = self.store.ready() {
-            let now = ready.messages_now();
-            self.send_raft(now);
+            let mut now = Some(ready.messages_now());
             let leaders = ready
                 .groups()
                 .iter()
                 .filter_map(|(region, group)| group.soft_state.map(|s| (*region, s.leader)))
                 .collect();
             let batch = self.wal_batch(&ready)?;
-            if !batch.is_empty() {
-                self.wal
-                    .append(batch)
-                    .await
-                    .map_err(|source| CoreError::Wal {
-                        core: self.core,
-                        source,
-                    })?;
+            let synced = !batch.is_empty();
+            if synced {
+                // A leader's appends leave while its own copy is written.
+                self.send_raft(now.take().unwrap_or_default(), "now");
+                self.append(batch, &ready).await?;
             }
             let persisted: Persisted = self.store.on_persisted(ready);
-            self.send_raft(persisted.messages);
+            // Answers first: in a round that wrote nothing the messages are commit notices
+            // and heartbeats, which can wait the moment it takes; a client should not.
+            self.answer_clients();
+            if let Some(now) = now {
+                self.send_raft(now, "now");
+            }
+            self.send_raft(persisted.messages, "persisted");
             for taken in persisted.snapshots {
                 self.write_snapshot(
                     taken.region,
@@ -458,10 +468,30 @@ impl CoreLoop {
         Ok(())
     }
 
+    /// One WAL append: one write and one fdatasync (with whatever else is queued).
+    async fn append(&mut self, batch: LogBatch, ready: &StoreReady) -> Result<(), CoreError> {
+        if latency::enabled() {
+            trace_wal_issue(ready, &batch);
+        }
+        self.append_durably(batch).await?;
+        tracing::debug!(target: latency::TARGET, "wal_done");
+        Ok(())
+    }
+
+    async fn append_durably(&self, batch: LogBatch) -> Result<(), CoreError> {
+        self.wal
+            .append(batch)
+            .await
+            .map_err(|source| CoreError::Wal {
+                core: self.core,
+                source,
+            })
+    }
+
     /// The round's WAL batch (see `round`). Received snapshots are written to their files
     /// first, so that the install mark in this batch never points past a durable snapshot.
     fn wal_batch(&mut self, ready: &StoreReady) -> Result<LogBatch, CoreError> {
-        let round = round_batch(ready, self.compactions.drain(..));
+        let round = round_batch(ready, &mut self.carried);
         for taken in &round.received_snapshots {
             self.write_snapshot_file(
                 taken.region,
@@ -485,7 +515,7 @@ impl CoreLoop {
         data: &[u8],
     ) -> Result<(), CoreError> {
         self.write_snapshot_file(region, index, term, conf, data)?;
-        self.compactions.push((region, index, term));
+        self.carried.compacted(region, index, term);
         Ok(())
     }
 
@@ -497,16 +527,28 @@ impl CoreLoop {
         conf: &tessera_core::ConfState,
         data: &[u8],
     ) -> Result<(), CoreError> {
+        let started = std::time::Instant::now();
         snapshot_files::write(&self.snapshot_dir, region, index, term, conf, data).map_err(
             |message| CoreError::Snapshot {
                 core: self.core,
                 message,
             },
-        )
+        )?;
+        tracing::debug!(
+            target: latency::TARGET,
+            region = region.0,
+            index = index.0,
+            bytes = data.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "snapshot_written"
+        );
+        Ok(())
     }
 
-    /// Queues Raft messages to the owning core of each destination node.
-    fn send_raft(&mut self, batches: tessera_core::multi::Batches) {
+    /// Queues Raft messages to the owning core of each destination node; `when` names the
+    /// step for the latency trace.
+    fn send_raft(&mut self, batches: tessera_core::multi::Batches, when: &'static str) {
+        latency::raft_out(&batches, when);
         for (node, messages) in batches {
             for (region, message) in messages {
                 let Some(sender) = self.peer_sender(node, region) else {
@@ -597,6 +639,21 @@ impl CoreLoop {
                 })
                 .collect(),
         }
+    }
+}
+
+/// The `wal_issue` trace point: per Region, the last entry and the commit being persisted.
+fn trace_wal_issue(ready: &StoreReady, batch: &LogBatch) {
+    for (region, group) in ready.groups() {
+        tracing::debug!(
+            target: latency::TARGET,
+            region = region.0,
+            index = group.entries.last().map_or(0, |e| e.index.0),
+            entries = group.entries.len(),
+            commit = group.hard_state.map_or(0, |h| h.commit.0),
+            bytes = batch.encoded_len(),
+            "wal_issue"
+        );
     }
 }
 

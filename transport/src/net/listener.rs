@@ -86,6 +86,7 @@ async fn read_peer(
             FrameType::RaftBatch => {
                 let (header, messages) = decode_raft_batch(&frame.payload, &config.limits)?;
                 check_header(&header, &hello, config)?;
+                tracing::debug!(target: "tessera::latency", from = header.from_node.0, messages = messages.len(), bytes = frame.payload.len(), "frame_in");
                 handler(header, messages);
             }
             FrameType::SnapshotChunk => {

@@ -288,6 +288,7 @@ async fn write_batch(
         shared.update_stats(|s| s.messages_dropped += count);
         return Err(err);
     }
+    tracing::debug!(target: "tessera::latency", to = destination.node.0, messages = count, bytes = payload.len(), "frame_out");
     shared.update_stats(|s| {
         s.batches_sent += 1;
         s.messages_sent += count;

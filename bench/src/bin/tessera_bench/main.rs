@@ -58,6 +58,13 @@ struct Args {
     /// A node config file (TOML) passed to spawned nodes.
     #[arg(long)]
     node_config: Option<PathBuf>,
+    /// The `RUST_LOG` filter of spawned nodes; `warn,tessera::latency=debug` logs the trace
+    /// points that `bench/scripts/write_breakdown.py` turns into a write's breakdown.
+    #[arg(long, default_value = "warn")]
+    node_log_filter: String,
+    /// Write the spawned nodes' logs (`node-<i>.log`) into this directory and keep them.
+    #[arg(long)]
+    node_log_dir: Option<PathBuf>,
     /// The `tessera` binary to spawn (default: next to this one).
     #[arg(long)]
     tessera_bin: Option<PathBuf>,
@@ -272,15 +279,20 @@ fn spawn_cluster(args: &Args, topology: Topology) -> anyhow::Result<spawn::Local
         .clone()
         .unwrap_or_else(std::env::temp_dir);
     eprintln!("starting {topology:?} on 127.0.0.1:{} ...", args.spawn_port);
-    spawn::spawn(
+    if let Some(dir) = &args.node_log_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    spawn::spawn(spawn::SpawnOptions {
         topology,
-        &binary,
-        args.spawn_port,
-        args.node_cores,
-        args.node_config.as_deref(),
-        &parent,
-        Duration::from_secs(30),
-    )
+        binary: &binary,
+        base_port: args.spawn_port,
+        cores: args.node_cores,
+        node_config: args.node_config.as_deref(),
+        data_parent: &parent,
+        log_filter: &args.node_log_filter,
+        log_dir: args.node_log_dir.as_deref(),
+        ready_timeout: Duration::from_secs(30),
+    })
 }
 
 /// `total` requests over `parts` connections, the remainder to the first ones.

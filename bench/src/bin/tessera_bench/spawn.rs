@@ -31,23 +31,43 @@ pub struct LocalCluster {
     children: Vec<Child>,
     /// A client address of node 1.
     pub seed_addr: String,
-    /// Where the data and the nodes' logs live.
+    /// Where the data live.
     pub dir: tempfile::TempDir,
+    /// Where the nodes' logs are (`dir` unless asked otherwise).
+    log_dir: std::path::PathBuf,
+}
+
+/// How to start the nodes.
+pub struct SpawnOptions<'a> {
+    pub topology: Topology,
+    pub binary: &'a Path,
+    pub base_port: u16,
+    pub cores: usize,
+    pub node_config: Option<&'a Path>,
+    pub data_parent: &'a Path,
+    /// The nodes' `RUST_LOG` (e.g. `warn,tessera::latency=debug` for the write breakdown).
+    pub log_filter: &'a str,
+    /// Where the nodes write `node-<i>.log` (kept after the run); `None`: beside their data.
+    pub log_dir: Option<&'a Path>,
+    pub ready_timeout: Duration,
 }
 
 /// Starts the nodes and waits up to `ready_timeout` for leaders that accept writes.
 ///
 /// # Errors
 /// When a process cannot start, exits, or the cluster is not ready in time.
-pub fn spawn(
-    topology: Topology,
-    binary: &Path,
-    base_port: u16,
-    cores: usize,
-    node_config: Option<&Path>,
-    data_parent: &Path,
-    ready_timeout: Duration,
-) -> anyhow::Result<LocalCluster> {
+pub fn spawn(options: SpawnOptions<'_>) -> anyhow::Result<LocalCluster> {
+    let SpawnOptions {
+        topology,
+        binary,
+        base_port,
+        cores,
+        node_config,
+        data_parent,
+        log_filter,
+        log_dir,
+        ready_timeout,
+    } = options;
     let nodes = match topology {
         Topology::Single => 1,
         Topology::Cluster3 => 3,
@@ -63,11 +83,14 @@ pub fn spawn(
     let mut cluster = LocalCluster {
         children: Vec::new(),
         seed_addr: format!("127.0.0.1:{}", base_port),
+        log_dir: log_dir.unwrap_or(dir.path()).to_path_buf(),
         dir,
     };
     for i in 0..nodes {
         let (client_port, peer_port) = ports(i);
-        let log = File::create(cluster.dir.path().join(format!("node-{}.log", i + 1)))?;
+        let log_path = cluster.log_dir.join(format!("node-{}.log", i + 1));
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut command = Command::new(binary);
         command
             .args(["serve", "--node-id", &(i + 1).to_string()])
@@ -79,7 +102,7 @@ pub fn spawn(
             // One node keeps the default placement (pinned); several share the machine's
             // CPUs through the OS scheduler, since pinned they would stack on the same CPUs.
             .args(["--cpus", if nodes > 1 { "none" } else { "auto" }])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -135,7 +158,7 @@ impl LocalCluster {
     fn log_tails(&self, lines: usize) -> String {
         (1..=self.children.len())
             .map(|i| {
-                let path = self.dir.path().join(format!("node-{i}.log"));
+                let path = self.log_dir.join(format!("node-{i}.log"));
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let all: Vec<&str> = text.lines().collect();
                 let tail = all[all.len().saturating_sub(lines)..].join("\n");
