@@ -5,8 +5,10 @@
 //!    client requests, ticks) into the Store;
 //! 2. while the Store has work: sends what may leave at once, writes every Region's entries
 //!    and hard states in ONE WAL append (one write + one fdatasync), then lets the Store
-//!    apply, and sends what waited for durability;
-//! 3. answers the clients.
+//!    apply, answers the clients, and sends what waited for durability. A round that only
+//!    moved commit indexes writes nothing (see `round.rs`): it applies and answers first,
+//!    then sends its commit notices;
+//! 3. answers the clients whose requests needed no round (errors, raw reads).
 //!
 //! A WAL write or fsync failure stops the node: after a failed fsync the kernel may have
 //! dropped the dirty pages, so retrying could acknowledge data that is not on disk.
