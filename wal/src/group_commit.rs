@@ -23,11 +23,33 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use crate::error::{Result, WalError};
 use crate::format::{RecordType, RECORD_HEADER_LEN};
-use crate::segment::ActiveSegment;
+use crate::segment::{ActiveSegment, WriteTiming};
 use crate::wal::Shared;
+
+/// Where the time of one group commit went, recorded when
+/// [`crate::WalOptions::flush_timings_max`] is set (see [`crate::Wal::take_flush_timings`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushTiming {
+    /// Appends in the record.
+    pub appends: usize,
+    /// How long the oldest of them waited in the queue before the flusher took it: mostly
+    /// the flush in flight when it arrived.
+    pub queued: Duration,
+    /// From the flusher finding work to taking the batch (`batch_wait_max`, or one yield to
+    /// the executor's run queue).
+    pub gather: Duration,
+    /// Starting a new segment (checkpoint write, fdatasync, rename, directory fsync, purge)
+    /// when the batch did not fit; zero otherwise.
+    pub rotate: Duration,
+    /// The record write's stages.
+    pub write: WriteTiming,
+    /// Indexing the record and waking its appenders.
+    pub finish: Duration,
+}
 
 /// Counters of one WAL since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,6 +67,7 @@ pub struct WalStats {
 struct Pending {
     ticket: u64,
     body: Vec<u8>,
+    queued_at: Instant,
 }
 
 /// The queue shared by appenders and the flusher.
@@ -60,6 +83,8 @@ pub(crate) struct Queue {
     room_waiters: Vec<Waker>,
     flusher: Option<Waker>,
     pub(crate) stats: WalStats,
+    /// The latest group commits' timings, at most `WalOptions::flush_timings_max`.
+    pub(crate) flush_timings: VecDeque<FlushTiming>,
 }
 
 impl Queue {
@@ -91,6 +116,7 @@ impl Queue {
         self.pending.push_back(Pending {
             ticket: self.next_ticket,
             body,
+            queued_at: Instant::now(),
         });
         if let Some(waker) = self.flusher.take() {
             waker.wake();
@@ -99,8 +125,13 @@ impl Queue {
     }
 
     /// Takes queued bodies for one record: at least one, then more while the total stays
-    /// within `bytes_max`. Returns them and the last ticket taken.
-    fn take(&mut self, bytes_max: usize) -> (Vec<Vec<u8>>, u64) {
+    /// within `bytes_max`. Returns them, the last ticket taken and how long the first one
+    /// waited.
+    fn take(&mut self, bytes_max: usize) -> (Vec<Vec<u8>>, u64, Duration) {
+        let queued = self
+            .pending
+            .front()
+            .map_or(Duration::ZERO, |first| first.queued_at.elapsed());
         let mut bodies = Vec::new();
         let mut total = 0;
         let mut last_ticket = self.durable_ticket;
@@ -117,7 +148,17 @@ impl Queue {
         for waker in self.room_waiters.drain(..) {
             waker.wake();
         }
-        (bodies, last_ticket)
+        (bodies, last_ticket, queued)
+    }
+
+    fn record_timing(&mut self, timing: FlushTiming, max: usize) {
+        if max == 0 {
+            return;
+        }
+        if self.flush_timings.len() == max {
+            self.flush_timings.pop_front();
+        }
+        self.flush_timings.push_back(timing);
     }
 
     fn mark_durable(&mut self, ticket: u64, appends: usize) {
@@ -193,17 +234,28 @@ pub(crate) async fn run_flusher(shared: Rc<Shared>, mut segment: ActiveSegment) 
         if !has_work {
             break;
         }
+        let woken = Instant::now();
         gather_delay(&shared).await;
         let bytes_max = shared
             .options
             .batch_bytes_max
             .min(shared.options.record_body_bytes_max());
-        let (bodies, last_ticket) = shared.queue.borrow_mut().take(bytes_max);
+        let (bodies, last_ticket, queued) = shared.queue.borrow_mut().take(bytes_max);
+        let gather = woken.elapsed();
         match flush(&shared, &mut segment, &bodies).await {
-            Ok(()) => shared
-                .queue
-                .borrow_mut()
-                .mark_durable(last_ticket, bodies.len()),
+            Ok((rotate, write, finish_began)) => {
+                let mut queue = shared.queue.borrow_mut();
+                queue.mark_durable(last_ticket, bodies.len());
+                let timing = FlushTiming {
+                    appends: bodies.len(),
+                    queued,
+                    gather,
+                    rotate,
+                    write,
+                    finish: finish_began.elapsed(),
+                };
+                queue.record_timing(timing, shared.options.flush_timings_max);
+            }
             Err(error) => {
                 tracing::error!(%error, "WAL write failed; the WAL accepts no more appends");
                 shared.queue.borrow_mut().fail(error.to_string());
@@ -233,13 +285,23 @@ async fn gather_delay(shared: &Shared) {
     }
 }
 
-async fn flush(shared: &Shared, segment: &mut ActiveSegment, bodies: &[Vec<u8>]) -> Result<()> {
+/// Writes one record (rotating first if it does not fit) and indexes it. Returns the time
+/// the rotation took, the write's timing, and when indexing began.
+async fn flush(
+    shared: &Shared,
+    segment: &mut ActiveSegment,
+    bodies: &[Vec<u8>],
+) -> Result<(Duration, WriteTiming, Instant)> {
     let body_len: usize = bodies.iter().map(Vec::len).sum();
+    let mut rotate = Duration::ZERO;
     if (RECORD_HEADER_LEN + body_len) as u64 > segment.room() {
+        let began = Instant::now();
         shared.rotate(segment).await?;
+        rotate = began.elapsed();
     }
     let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
     let written = segment.write_record(RecordType::Batch, &slices).await?;
+    let finish_began = Instant::now();
     if segment.room() < shared.options.segment_size_bytes / 2 {
         shared.start_spare(segment.seq().next());
     }
@@ -258,7 +320,7 @@ async fn flush(shared: &Shared, segment: &mut ActiveSegment, bodies: &[Vec<u8>])
     let mut q = shared.queue.borrow_mut();
     q.stats.flushes += 1;
     q.stats.bytes_written += written.buffer_len() as u64;
-    Ok(())
+    Ok((rotate, written.timing, finish_began))
 }
 
 /// Returns `Pending` once after waking itself: the task goes to the back of the run queue.

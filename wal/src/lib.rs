@@ -13,6 +13,8 @@
 //! - [`memory`]: the same log held in memory ([`memory::MemLog`]) for deterministic
 //!   simulations, and [`memory::LogRead`], what recovery reads from either;
 //! - [`snapshot`]: durable snapshot files read through `memmap2`;
+//! - `zero_fill`: zeros over the active segment's unwritten blocks, in the background;
+//! - [`extents`]: which blocks of a file are unwritten (FIEMAP);
 //! - [`executor`]: building a glommio executor within the locked-memory limit.
 //!
 //! # Tutorial
@@ -52,6 +54,7 @@
 
 pub mod error;
 pub mod executor;
+pub mod extents;
 pub mod faults;
 pub mod format;
 mod group_commit;
@@ -64,14 +67,16 @@ pub mod scan;
 mod segment;
 pub mod snapshot;
 mod wal;
+mod zero_fill;
 
 pub use error::{Result, WalError};
 pub use faults::{FaultInjection, FaultSpec};
 pub use format::SegmentSeq;
-pub use group_commit::WalStats;
+pub use group_commit::{FlushTiming, WalStats};
 pub use log_batch::LogBatch;
 pub use memory::{LogRead, MemLog};
 pub use options::WalOptions;
 pub use scan::TornTail;
+pub use segment::WriteTiming;
 pub use tessera_core::{Entry, EntryKind, HardState, LogIndex, NodeId, Payload, RegionId, Term};
 pub use wal::{RecoveryReport, Wal};

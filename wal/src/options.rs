@@ -31,11 +31,15 @@ pub struct WalOptions {
     /// Injected disk faults, for tests (see [`crate::faults`]); none by default.
     pub faults: FaultInjection,
     /// Prepare the next segment in the background (from when the active one is half full)
-    /// with zeros written over all of it, so
-    /// group commits overwrite initialized blocks and their fdatasync needs no journal
-    /// commit (see `SpareSegment::prepare`). Costs one extra write of each segment, off the
-    /// flush path. The first segment of a fresh WAL is only preallocated.
+    /// with zeros written over all of it, so group commits overwrite initialized blocks and
+    /// their fdatasync needs no journal commit (see `SpareSegment::prepare`); and zero-fill
+    /// in the background an active segment that has unwritten blocks (the first one of a
+    /// fresh WAL, one reopened after a restart, see `crate::zero_fill`). Costs one extra
+    /// write of each segment, off the flush path.
     pub zero_fill_segments: bool,
+    /// Keep the timings of this many latest group commits for
+    /// [`crate::Wal::take_flush_timings`] (benchmarks); 0, the default, keeps none.
+    pub flush_timings_max: usize,
 }
 
 impl WalOptions {
@@ -49,6 +53,7 @@ impl WalOptions {
             queue_bytes_max: 16 << 20,
             faults: FaultInjection::none(),
             zero_fill_segments: true,
+            flush_timings_max: 0,
         }
     }
 

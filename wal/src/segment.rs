@@ -6,18 +6,23 @@
 //! One record is one write and one fdatasync.
 //!
 //! A new segment is born complete (numbered list = order of operations):
-//! 1. create `<name>.tmp`, preallocate `segment_size_bytes` and, for every segment after the
-//!    first one of a fresh WAL, write zeros over all of it and fdatasync (see
-//!    [`SpareSegment::prepare`]); the WAL does this step in the background for the next
-//!    segment while the current one is written (a "spare"),
+//! 1. create `<name>.tmp`, preallocate `segment_size_bytes` and write zeros over all of it
+//!    and fdatasync (see [`SpareSegment::prepare`]); the WAL does this step in the background
+//!    for the next segment while the current one is written (a "spare"),
 //! 2. write the header and the checkpoint record, fdatasync,
 //! 3. rename to `<name>`, fsync the directory.
+//!
+//! A segment made without the zeros of step 1 (the first one of a fresh WAL, so that opening
+//! stays fast; one made when no spare was ready) and a reopened one that FIEMAP shows still
+//! has unwritten blocks past the end of the log are zero-filled in the background once
+//! active (see `crate::zero_fill`).
 //!
 //! So a segment file with its final name always has a valid header and checkpoint, and a
 //! crash mid-way leaves only a `.tmp` file, which `Wal::open` deletes.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
@@ -28,6 +33,7 @@ use crate::format::{
 };
 use crate::options::WRITE_ALIGNMENT_BYTES;
 use crate::scan::RecordView;
+use crate::zero_fill::ZeroFill;
 
 fn align_down(offset: u64) -> u64 {
     offset - offset % WRITE_ALIGNMENT_BYTES
@@ -79,6 +85,21 @@ pub struct WrittenRecord {
     record_offset: u64,
     record_type: RecordType,
     body_len: usize,
+    /// Where the time went.
+    pub timing: WriteTiming,
+}
+
+/// The stages of one record write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteTiming {
+    /// Encoding the record into the write buffer (copy and CRC32C).
+    pub build: Duration,
+    /// Waiting for the background zero-fill's write in flight, if the record reaches it.
+    pub zero_fill_wait: Duration,
+    /// The write, submission to completion.
+    pub write: Duration,
+    /// The fdatasync, submission to completion.
+    pub sync: Duration,
 }
 
 impl WrittenRecord {
@@ -121,6 +142,7 @@ pub struct SpareSegment {
     tmp_path: PathBuf,
     file: DmaFile,
     len: u64,
+    zero_filled: bool,
 }
 
 impl SpareSegment {
@@ -171,6 +193,7 @@ impl SpareSegment {
             tmp_path,
             file,
             len,
+            zero_filled: zero_fill,
         })
     }
 
@@ -189,8 +212,10 @@ pub fn spare_path(dir: &Path, seq: SegmentSeq) -> PathBuf {
 pub struct ActiveSegment {
     seq: SegmentSeq,
     path: PathBuf,
-    file: DmaFile,
+    file: Rc<DmaFile>,
     len: u64,
+    /// Zeros being written over the unwritten blocks ahead (see `crate::zero_fill`).
+    zero_fill: Option<ZeroFill>,
     write_pos: u64,
     /// Bytes `[align_down(write_pos), write_pos)`, rewritten by the next write.
     tail: Vec<u8>,
@@ -199,7 +224,8 @@ pub struct ActiveSegment {
 
 impl ActiveSegment {
     /// Creates segment `seq` in `dir` holding a checkpoint record with `checkpoint_body`,
-    /// following the steps in the module docs (without zero-filling it).
+    /// following the steps in the module docs without the zeros of step 1 (then zero-filled
+    /// in the background if `zero_fill`).
     ///
     /// # Errors
     /// `Io` for any failed step. The temporary file is then deleted (best effort: `Wal::open`
@@ -210,13 +236,15 @@ impl ActiveSegment {
         len: u64,
         checkpoint_body: &[u8],
         faults: &FaultInjection,
+        zero_fill: bool,
     ) -> Result<ActiveSegment> {
         let spare = SpareSegment::prepare(dir, seq, len, false).await?;
-        ActiveSegment::start(spare, dir, checkpoint_body, faults).await
+        ActiveSegment::start(spare, dir, checkpoint_body, faults, zero_fill).await
     }
 
     /// Makes a prepared spare the active segment: writes the header and the checkpoint
-    /// record (fdatasync), renames it to its final name and fsyncs the directory.
+    /// record (fdatasync), renames it to its final name and fsyncs the directory. A spare
+    /// that was not zero-filled is zero-filled in the background if `zero_fill`.
     ///
     /// # Errors
     /// `Io` for any failed step.
@@ -225,14 +253,16 @@ impl ActiveSegment {
         dir: &Path,
         checkpoint_body: &[u8],
         faults: &FaultInjection,
+        zero_fill: bool,
     ) -> Result<ActiveSegment> {
         let tmp_path = spare.tmp_path;
         let path = segment_path(dir, spare.seq);
         let mut segment = ActiveSegment {
             seq: spare.seq,
             path: tmp_path.clone(),
-            file: spare.file,
+            file: Rc::new(spare.file),
             len: spare.len,
+            zero_fill: None,
             write_pos: SEGMENT_HEADER_LEN as u64,
             tail: format::encode_segment_header(spare.seq).to_vec(),
             faults: faults.clone(),
@@ -247,7 +277,22 @@ impl ActiveSegment {
             .map_err(|e| WalError::io("rename segment", &tmp_path, e))?;
         segment.path = path;
         sync_dir(dir).await?;
+        if zero_fill && !spare.zero_filled {
+            segment.start_zero_fill(align_up(segment.write_pos));
+        }
         Ok(segment)
+    }
+
+    /// Starts zeroing `[from, len)` in the background.
+    fn start_zero_fill(&mut self, from: u64) {
+        if from < self.len {
+            self.zero_fill = Some(ZeroFill::start(
+                self.file.clone(),
+                self.path.clone(),
+                from,
+                self.len,
+            ));
+        }
     }
 
     /// Step 2 of the module docs. The injected preallocation fault is checked here, once per
@@ -262,7 +307,9 @@ impl ActiveSegment {
 
     /// Reopens segment `seq` for appending after recovery. The valid log ends at
     /// `end_offset`; bytes `[end_offset, cut_end)` are a torn tail to overwrite with zeros
-    /// (pass `cut_end == end_offset` when there is none).
+    /// (pass `cut_end == end_offset` when there is none). With `zero_fill`, unwritten blocks
+    /// past the end (FIEMAP; all blocks past it where the file system does not tell) are
+    /// zero-filled in the background.
     ///
     /// # Errors
     /// `Io` for a failed open, read or write.
@@ -273,6 +320,7 @@ impl ActiveSegment {
         end_offset: u64,
         cut_end: u64,
         faults: &FaultInjection,
+        zero_fill: bool,
     ) -> Result<ActiveSegment> {
         let file = OpenOptions::new()
             .read(true)
@@ -306,14 +354,29 @@ impl ActiveSegment {
         let mut segment = ActiveSegment {
             seq,
             path: path.to_path_buf(),
-            file,
+            file: Rc::new(file),
             len,
+            zero_fill: None,
             write_pos: end_offset,
             tail,
             faults: faults.clone(),
         };
         if cut_end > end_offset {
             segment.zero_range(cut_end).await?;
+        }
+        if zero_fill {
+            let from = align_up(cut_end.max(end_offset));
+            let unwritten = crate::extents::unwritten_ranges(&reader);
+            let first_unwritten = match unwritten {
+                None => Some(from),
+                Some(ranges) => ranges
+                    .iter()
+                    .find(|range| range.end > from)
+                    .map(|range| align_down(range.start).max(from)),
+            };
+            if let Some(start) = first_unwritten {
+                segment.start_zero_fill(start);
+            }
         }
         Ok(segment)
     }
@@ -372,6 +435,7 @@ impl ActiveSegment {
             self.seq,
             self.room()
         );
+        let began = Instant::now();
         let record_offset = self.write_pos;
         let buffer_offset = align_down(record_offset);
         let end = record_offset + record_len;
@@ -390,12 +454,24 @@ impl ActiveSegment {
         );
         bytes[tail_len + record_len as usize..].fill(0);
         let buffer = Rc::new(buffer);
+        let built = Instant::now();
+        if let Some(zero_fill) = &self.zero_fill {
+            zero_fill.reserve(align_up(end)).await;
+        }
+        let reserved = Instant::now();
         self.write_all_rc(buffer.clone(), buffer_offset).await?;
+        let written = Instant::now();
         self.faults.check(FaultOp::Fdatasync, &self.path)?;
         self.file
             .fdatasync()
             .await
             .map_err(io_error("fdatasync", &self.path))?;
+        let timing = WriteTiming {
+            build: built - began,
+            zero_fill_wait: reserved - built,
+            write: written - reserved,
+            sync: written.elapsed(),
+        };
         let new_tail_start = (align_down(end) - buffer_offset) as usize;
         self.tail = buffer.as_bytes()[new_tail_start..(end - buffer_offset) as usize].to_vec();
         self.write_pos = end;
@@ -406,6 +482,7 @@ impl ActiveSegment {
             record_offset,
             record_type,
             body_len,
+            timing,
         })
     }
 
@@ -435,10 +512,14 @@ impl ActiveSegment {
     ///
     /// # Errors
     /// `Io` if close fails.
-    pub async fn close(self) -> Result<()> {
+    pub async fn close(mut self) -> Result<()> {
+        if let Some(zero_fill) = self.zero_fill.take() {
+            zero_fill.stop().await;
+        }
         self.file
-            .close()
+            .close_rc()
             .await
+            .map(drop)
             .map_err(io_error("close segment", &self.path))
     }
 }
@@ -448,12 +529,11 @@ impl ActiveSegment {
 async fn write_zeros(file: &DmaFile, len: u64, path: &Path) -> Result<()> {
     const CHUNK_BYTES: u64 = 1 << 20;
     let mut start = 0;
+    let mut zeros = crate::zero_fill::Zeros::default();
     while start < len {
         let chunk = (len - start).min(CHUNK_BYTES) as usize;
-        let mut buffer = file.alloc_dma_buffer(chunk);
-        buffer.as_bytes_mut().fill(0);
         let written = file
-            .write_at(buffer, start)
+            .write_rc_at(zeros.buffer(file, chunk), start)
             .await
             .map_err(io_error("zero-fill segment", path))?;
         check_full_write(written, chunk, path)?;

@@ -26,7 +26,7 @@ use tessera_core::{Entry, HardState, LogIndex, RegionId, Term};
 
 use crate::error::{Result, WalError};
 use crate::format::{self, SegmentSeq, RECORD_HEADER_LEN};
-use crate::group_commit::{self, Queue, WalStats};
+use crate::group_commit::{self, FlushTiming, Queue, WalStats};
 use crate::index::{EntryLocation, MemIndex, RegionLog};
 use crate::log_batch::LogBatch;
 use crate::options::WalOptions;
@@ -85,9 +85,14 @@ impl Shared {
         }
         let next = segment.seq().next();
         let spare = self.take_spare(next).await?;
-        let created =
-            ActiveSegment::start(spare, &self.options.dir, &checkpoint, &self.options.faults)
-                .await?;
+        let created = ActiveSegment::start(
+            spare,
+            &self.options.dir,
+            &checkpoint,
+            &self.options.faults,
+            self.options.zero_fill_segments,
+        )
+        .await?;
         let finished = std::mem::replace(segment, created);
         if let Err(error) = finished.close().await {
             tracing::warn!(%error, "closing a full WAL segment failed");
@@ -218,6 +223,7 @@ impl Wal {
                     options.segment_size_bytes,
                     &checkpoint,
                     &options.faults,
+                    options.zero_fill_segments,
                 )
                 .await?
             }
@@ -236,6 +242,7 @@ impl Wal {
                     scan.end_offset,
                     cut_end,
                     &options.faults,
+                    options.zero_fill_segments,
                 )
                 .await?
             }
@@ -430,6 +437,17 @@ impl Wal {
     /// Counters since open.
     pub fn stats(&self) -> WalStats {
         self.shared.queue.borrow().stats
+    }
+
+    /// The timings of the group commits since the last call, oldest first, at most
+    /// [`WalOptions::flush_timings_max`] (older ones are dropped); none when that is 0.
+    pub fn take_flush_timings(&self) -> Vec<FlushTiming> {
+        self.shared
+            .queue
+            .borrow_mut()
+            .flush_timings
+            .drain(..)
+            .collect()
     }
 
     /// Checks the index invariants (for tests and the simulator).

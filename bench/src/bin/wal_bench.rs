@@ -72,6 +72,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
          | MB/s payload | p50 µs | p99 µs | p99.9 µs | max µs | p99 / raw p50 |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut stage_rows = Vec::new();
     for (i, &appenders) in args.appenders.iter().enumerate() {
         // The raw baseline right before each run, so both see the same disk and load.
         let raw = raw_fdatasync(&dir.path().join(format!("raw-{i}")), args.raw_syncs)?;
@@ -83,6 +84,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if let Some(bytes) = args.segment_bytes {
             options.segment_size_bytes = bytes;
         }
+        options.flush_timings_max = 1 << 16;
         let result = wal_run(options, appenders, &args).await?;
         let seconds = result.elapsed.as_secs_f64();
         let appends_per_second = result.appends as f64 / seconds;
@@ -101,8 +103,85 @@ async fn run(args: Args) -> anyhow::Result<()> {
             result.latency.max(),
             p99 as f64 / raw_p50 as f64,
         );
+        stage_rows.push((appenders, raw_p50, result.stages));
+    }
+    for (appenders, raw_p50, stages) in &stage_rows {
+        stages.print(*appenders, *raw_p50);
     }
     Ok(())
+}
+
+/// Per-stage histograms of the measured group commits (`Wal::take_flush_timings`), µs.
+struct Stages {
+    rows: Vec<(&'static str, Histogram<u64>)>,
+}
+
+impl Stages {
+    const NAMES: [&'static str; 9] = [
+        "queued (oldest append)",
+        "gather",
+        "rotate (when it happened)",
+        "build",
+        "zero-fill wait",
+        "write",
+        "fdatasync",
+        "finish",
+        "flush total",
+    ];
+
+    fn new() -> anyhow::Result<Stages> {
+        let mut rows = Vec::new();
+        for name in Stages::NAMES {
+            rows.push((name, Histogram::new_with_bounds(1, 60_000_000, 3)?));
+        }
+        Ok(Stages { rows })
+    }
+
+    fn record(&mut self, timing: &tessera_wal::FlushTiming) {
+        let write = &timing.write;
+        let total = timing.gather
+            + timing.rotate
+            + write.build
+            + write.zero_fill_wait
+            + write.write
+            + write.sync
+            + timing.finish;
+        let values = [
+            Some(timing.queued),
+            Some(timing.gather),
+            (!timing.rotate.is_zero()).then_some(timing.rotate),
+            Some(write.build),
+            Some(write.zero_fill_wait),
+            Some(write.write),
+            Some(write.sync),
+            Some(timing.finish),
+            Some(total),
+        ];
+        for ((_, histogram), value) in self.rows.iter_mut().zip(values) {
+            if let Some(value) = value {
+                histogram.saturating_record(value.as_micros().max(1) as u64);
+            }
+        }
+    }
+
+    fn print(&self, appenders: usize, raw_p50: u64) {
+        println!();
+        println!("{appenders} appenders: group commit stages, µs (raw fdatasync p50 {raw_p50} µs)");
+        println!();
+        println!("| stage | flushes | p50 | p90 | p99 | p99.9 | max |");
+        println!("|---|---|---|---|---|---|---|");
+        for (name, histogram) in &self.rows {
+            println!(
+                "| {name} | {} | {} | {} | {} | {} | {} |",
+                histogram.len(),
+                histogram.value_at_quantile(0.5),
+                histogram.value_at_quantile(0.9),
+                histogram.value_at_quantile(0.99),
+                histogram.value_at_quantile(0.999),
+                histogram.max()
+            );
+        }
+    }
 }
 
 struct RawResult {
@@ -160,6 +239,7 @@ struct WalResult {
     appends: u64,
     flushes: u64,
     latency: Histogram<u64>,
+    stages: Stages,
 }
 
 struct Shared {
@@ -209,9 +289,19 @@ async fn wal_run(options: WalOptions, appenders: usize, args: &Args) -> anyhow::
     }
     glommio::timer::sleep(Duration::from_secs(args.warmup_seconds)).await;
     let flushes_before = wal.stats().flushes;
+    wal.take_flush_timings();
     shared.borrow_mut().measuring = true;
     let start = Instant::now();
-    glommio::timer::sleep(Duration::from_secs(seconds)).await;
+    let mut stages = Stages::new()?;
+    let end = start + Duration::from_secs(seconds);
+    // Drain the timings often enough that the WAL's bounded buffer never drops any.
+    while Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now());
+        glommio::timer::sleep(left.min(Duration::from_millis(100))).await;
+        for timing in wal.take_flush_timings() {
+            stages.record(&timing);
+        }
+    }
     let elapsed = start.elapsed();
     let flushes = wal.stats().flushes - flushes_before;
     {
@@ -228,5 +318,6 @@ async fn wal_run(options: WalOptions, appenders: usize, args: &Args) -> anyhow::
         appends: state.appends,
         flushes,
         latency: state.latency.clone(),
+        stages,
     })
 }
