@@ -302,9 +302,7 @@ async fn flush(
     let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
     let written = segment.write_record(RecordType::Batch, &slices).await?;
     let finish_began = Instant::now();
-    if segment.room() < shared.options.segment_size_bytes / 2 {
-        shared.start_spare(segment.seq().next());
-    }
+    shared.pace_spare(segment.seq().next(), segment.used());
     let view = written.view();
     if let Err(reason) = shared
         .index

@@ -30,8 +30,9 @@ pub struct WalOptions {
     pub queue_bytes_max: usize,
     /// Injected disk faults, for tests (see [`crate::faults`]); none by default.
     pub faults: FaultInjection,
-    /// Prepare the next segment in the background (from when the active one is half full)
-    /// with zeros written over all of it, so group commits overwrite initialized blocks and
+    /// Prepare the next segment in the background with zeros written over all of it (paced:
+    /// complete when the active one is half full, see `crate::zero_fill::Pace`), so group
+    /// commits overwrite initialized blocks and
     /// their fdatasync needs no journal commit (see `SpareSegment::prepare`); and zero-fill
     /// in the background an active segment that has unwritten blocks (the first one of a
     /// fresh WAL, one reopened after a restart, see `crate::zero_fill`). Costs one extra

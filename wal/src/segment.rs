@@ -33,7 +33,7 @@ use crate::format::{
 };
 use crate::options::WRITE_ALIGNMENT_BYTES;
 use crate::scan::RecordView;
-use crate::zero_fill::ZeroFill;
+use crate::zero_fill::{Pace, ZeroFill};
 
 fn align_down(offset: u64) -> u64 {
     offset - offset % WRITE_ALIGNMENT_BYTES
@@ -147,7 +147,7 @@ pub struct SpareSegment {
 
 impl SpareSegment {
     /// Creates `<name>.tmp` for segment `seq` and preallocates `len` bytes; with `zero_fill`,
-    /// also writes zeros over all of it and fdatasyncs.
+    /// also writes zeros over all of it, as fast as its [`Pace`] lets it, and fdatasyncs.
     ///
     /// Why zero-fill: preallocated blocks are "unwritten" extents (ext4, XFS). The first
     /// write into such a block converts the extent, a metadata change, so the fdatasync after
@@ -161,7 +161,7 @@ impl SpareSegment {
         dir: &Path,
         seq: SegmentSeq,
         len: u64,
-        zero_fill: bool,
+        zero_fill: Option<Rc<Pace>>,
     ) -> Result<SpareSegment> {
         let tmp_path = spare_path(dir, seq);
         let file = OpenOptions::new()
@@ -175,8 +175,8 @@ impl SpareSegment {
             file.pre_allocate(len, false)
                 .await
                 .map_err(io_error("preallocate segment", &tmp_path))?;
-            if zero_fill {
-                write_zeros(&file, len, &tmp_path).await?;
+            if let Some(pace) = &zero_fill {
+                write_zeros(&file, len, &tmp_path, pace).await?;
             }
             Ok(())
         };
@@ -193,7 +193,7 @@ impl SpareSegment {
             tmp_path,
             file,
             len,
-            zero_filled: zero_fill,
+            zero_filled: zero_fill.is_some(),
         })
     }
 
@@ -238,7 +238,7 @@ impl ActiveSegment {
         faults: &FaultInjection,
         zero_fill: bool,
     ) -> Result<ActiveSegment> {
-        let spare = SpareSegment::prepare(dir, seq, len, false).await?;
+        let spare = SpareSegment::prepare(dir, seq, len, None).await?;
         ActiveSegment::start(spare, dir, checkpoint_body, faults, zero_fill).await
     }
 
@@ -413,6 +413,11 @@ impl ActiveSegment {
         self.len - self.write_pos
     }
 
+    /// Bytes in use: the header and the records.
+    pub fn used(&self) -> u64 {
+        self.write_pos
+    }
+
     /// Writes one record whose body is `bodies` concatenated, then fdatasyncs. One write, one
     /// fdatasync.
     ///
@@ -524,14 +529,14 @@ impl ActiveSegment {
     }
 }
 
-/// Writes zeros over `[0, len)` of a preallocated file and fdatasyncs, so that later writes
-/// overwrite initialized blocks instead of converting unwritten extents.
-async fn write_zeros(file: &DmaFile, len: u64, path: &Path) -> Result<()> {
-    const CHUNK_BYTES: u64 = 1 << 20;
+/// Writes zeros over `[0, len)` of a preallocated file, paced by `pace`, and fdatasyncs, so
+/// that later writes overwrite initialized blocks instead of converting unwritten extents.
+async fn write_zeros(file: &DmaFile, len: u64, path: &Path, pace: &Pace) -> Result<()> {
     let mut start = 0;
     let mut zeros = crate::zero_fill::Zeros::default();
     while start < len {
-        let chunk = (len - start).min(CHUNK_BYTES) as usize;
+        let chunk = (len - start).min(crate::zero_fill::PACED_CHUNK_BYTES) as usize;
+        pace.wait_for(start + chunk as u64).await;
         let written = file
             .write_rc_at(zeros.buffer(file, chunk), start)
             .await

@@ -33,6 +33,7 @@ use crate::options::WalOptions;
 use crate::recovery::{self, Replayed};
 use crate::scan::TornTail;
 use crate::segment::{self, ActiveSegment, SpareSegment};
+use crate::zero_fill::Pace;
 
 /// What `Wal::open` found on disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,8 +67,9 @@ pub(crate) struct Shared {
     pub(crate) index: RefCell<MemIndex>,
     pub(crate) queue: RefCell<Queue>,
     segments: RefCell<Segments>,
-    /// The task preparing the next segment's file ahead of need (see `SpareSegment`).
-    spare: RefCell<Option<JoinHandle<Result<SpareSegment>>>>,
+    /// The task preparing the next segment's file ahead of need (see `SpareSegment`), and
+    /// the pace of its zero-fill.
+    spare: RefCell<Option<(JoinHandle<Result<SpareSegment>>, Rc<Pace>)>>,
 }
 
 impl Shared {
@@ -107,26 +109,37 @@ impl Shared {
         Ok(())
     }
 
-    /// Starts preparing segment `seq`'s file in the background, zero-filled, unless that is
-    /// under way or `WalOptions::zero_fill_segments` is off. The flusher calls it once the
-    /// active segment is half full: early enough for the zeros to be written long before they
-    /// are needed, late enough that a short-lived WAL writes no spare at all.
-    pub(crate) fn start_spare(&self, seq: SegmentSeq) {
-        if !self.options.zero_fill_segments || self.spare.borrow().is_some() {
+    /// After each group commit, with `used` bytes of the active segment in use: starts
+    /// preparing segment `seq`'s file in the background, zero-filled, unless that is under way
+    /// or `WalOptions::zero_fill_segments` is off, and lets its zero-fill run ahead in step
+    /// with the active segment (see [`Pace`]: it is complete when the active segment is half
+    /// full, and a short-lived WAL writes few zeros).
+    pub(crate) fn pace_spare(&self, seq: SegmentSeq, used: u64) {
+        if !self.options.zero_fill_segments {
+            return;
+        }
+        if let Some((_, pace)) = &*self.spare.borrow() {
+            pace.set_used(used);
             return;
         }
         let (dir, len) = (self.options.dir.clone(), self.options.segment_size_bytes);
+        let pace = Pace::new();
+        pace.set_used(used);
+        let zero_fill = Some(pace.clone());
         let task =
-            glommio::spawn_local(async move { SpareSegment::prepare(&dir, seq, len, true).await })
-                .detach();
-        *self.spare.borrow_mut() = Some(task);
+            glommio::spawn_local(
+                async move { SpareSegment::prepare(&dir, seq, len, zero_fill).await },
+            )
+            .detach();
+        *self.spare.borrow_mut() = Some((task, pace));
     }
 
     /// The prepared file for segment `seq`: the spare when it is ready (waiting for it if
     /// it is still being zero-filled), else one made now without zero-filling.
     async fn take_spare(&self, seq: SegmentSeq) -> Result<SpareSegment> {
         let task = self.spare.borrow_mut().take();
-        if let Some(task) = task {
+        if let Some((task, pace)) = task {
+            pace.unpace();
             match task.await {
                 Some(Ok(spare)) if spare.seq() == seq => return Ok(spare),
                 Some(Ok(_)) | None => {}
@@ -137,13 +150,13 @@ impl Shared {
             remove_spare_file(&self.options.dir, seq)?;
         }
         let len = self.options.segment_size_bytes;
-        SpareSegment::prepare(&self.options.dir, seq, len, false).await
+        SpareSegment::prepare(&self.options.dir, seq, len, None).await
     }
 
     /// Stops a spare still being prepared and deletes its file (the WAL is closing).
     pub(crate) async fn drop_spare(&self) {
         let task = self.spare.borrow_mut().take();
-        let Some(task) = task else { return };
+        let Some((task, _)) = task else { return };
         task.cancel();
         let seq = match task.await {
             Some(Ok(spare)) => spare.seq(),

@@ -208,7 +208,7 @@ fn the_next_segment_is_prepared_zero_filled_and_a_spare_is_deleted_on_close() {
         if let Some(unwritten) = unwritten_extents(&active_path) {
             assert_eq!(unwritten, 0, "{active_path:?} has unwritten extents");
         }
-        // Once the active segment is half full, the next spare is prepared.
+        // The next spare is prepared (its zeros paced by the active segment's progress).
         let spare = path.join(format!("{}.tmp", active.next().file_name()));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::fs::metadata(&spare).map_or(true, |m| m.len() < options.segment_size_bytes) {
