@@ -61,6 +61,9 @@ pub(crate) struct Segments {
     read_files: HashMap<SegmentSeq, Rc<File>>,
 }
 
+/// The background task preparing a spare segment.
+type SpareTask = JoinHandle<Result<SpareSegment>>;
+
 /// State shared by the `Wal` handle and its flusher task (one executor, so `RefCell`).
 pub(crate) struct Shared {
     pub(crate) options: WalOptions,
@@ -69,7 +72,7 @@ pub(crate) struct Shared {
     segments: RefCell<Segments>,
     /// The task preparing the next segment's file ahead of need (see `SpareSegment`), and
     /// the pace of its zero-fill.
-    spare: RefCell<Option<(JoinHandle<Result<SpareSegment>>, Rc<Pace>)>>,
+    spare: RefCell<Option<(SpareTask, Rc<Pace>)>>,
 }
 
 impl Shared {
