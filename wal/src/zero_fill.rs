@@ -50,9 +50,12 @@ struct State {
 }
 
 /// The background zero-filling of one active segment.
+///
+/// Dropping it (the flusher stopped after a failed write) stops the task after its write in
+/// flight.
 pub(crate) struct ZeroFill {
     state: Rc<RefCell<State>>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl ZeroFill {
@@ -64,7 +67,10 @@ impl ZeroFill {
             ..State::default()
         }));
         let task = glommio::spawn_local(zero_blocks(file, path, state.clone(), end)).detach();
-        ZeroFill { state, task }
+        ZeroFill {
+            state,
+            task: Some(task),
+        }
     }
 
     /// Called before a record write that ends at `write_end` (aligned up): waits while the
@@ -83,9 +89,17 @@ impl ZeroFill {
     }
 
     /// Stops after the zero write in flight, and waits for that.
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         self.state.borrow_mut().stop = true;
-        self.task.await;
+        if let Some(task) = self.task.take() {
+            task.await;
+        }
+    }
+}
+
+impl Drop for ZeroFill {
+    fn drop(&mut self) {
+        self.state.borrow_mut().stop = true;
     }
 }
 
@@ -227,5 +241,29 @@ impl Pace {
             Poll::Pending
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `future` once with a no-op waker.
+    fn ready<F: std::future::Future>(future: F) -> bool {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        future.as_mut().poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_paced_zero_fill_runs_twice_as_far_as_the_active_segment_until_unpaced() {
+        let pace = Pace::new();
+        assert!(ready(pace.wait_for(0)));
+        assert!(!ready(pace.wait_for(1)));
+        pace.set_used(40);
+        assert!(ready(pace.wait_for(80)));
+        assert!(!ready(pace.wait_for(81)));
+        pace.unpace();
+        assert!(ready(pace.wait_for(u64::MAX)));
     }
 }
