@@ -327,6 +327,25 @@ impl Client {
         }
     }
 
+    /// Asks the placement driver to move `region`'s replica from store `from` (`NodeId(0)`:
+    /// the driver picks) to store `to` (the operator's `tessera move`). Returns once the
+    /// driver recorded the move durably; the Region's leader carries it out.
+    ///
+    /// # Errors
+    /// When the driver refuses (unknown Region or store, a move already in progress).
+    pub fn move_region(
+        &mut self,
+        region: RegionId,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<(), ClientError> {
+        let op = ClientOp::MoveRegion { from, to };
+        match self.call_pd(region, RegionEpoch::default(), op)? {
+            ClientReply::Ack => Ok(()),
+            other => Err(unexpected(Ok(other))),
+        }
+    }
+
     /// Splits the Region holding `key` at `key` (the operator's `tessera split`): asks the
     /// placement driver for the new Region's id, then the Region's leader to split. Returns
     /// the two Regions.

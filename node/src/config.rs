@@ -57,8 +57,8 @@ pub struct NodeConfig {
     /// driver waits for that many stores to join before it hands out the layout.
     pub replicas: usize,
     /// The placement driver to join ("host:port" of its client port). Empty: this node hosts
-    /// the placement driver. (Joining a running cluster is not implemented yet; use
-    /// `initial_cluster`.)
+    /// the placement driver. A store that joins after the cluster was bootstrapped starts
+    /// with no Regions; the driver moves some onto it (`pd_balance`).
     pub join: String,
     /// A static first layout for several nodes, the same list on every node:
     /// `"ID=HOST:CLIENT_PORT:PEER_PORT"` per node. Every node must run with the same `cores`.
@@ -72,6 +72,10 @@ pub struct NodeConfig {
     /// A Region whose keys and values exceed this many bytes is split in two by its leader;
     /// 0 disables automatic splits (`tessera split` still works).
     pub split_size_bytes: u64,
+    /// The placement driver moves Regions from the store with the most to the store with
+    /// the fewest, one at a time, until their counts differ by at most one (only read by the
+    /// node that hosts the driver; `tessera move` works either way).
+    pub pd_balance: bool,
     /// Where this node dials other nodes' peer ports, overriding the address the cluster
     /// metadata gives: `"ID=HOST:PEER_PORT"` per overridden node (core `i` of that node at
     /// `PEER_PORT + i`). For a proxy or address translation between nodes; the chaos tests
@@ -208,6 +212,7 @@ impl Default for NodeConfig {
             pd_heartbeat_interval_ms: 30_000,
             split_check_interval_ms: 10_000,
             split_size_bytes: 96 << 20,
+            pd_balance: true,
             initial_cluster: Vec::new(),
             peer_dial_addrs: Vec::new(),
         }

@@ -2,6 +2,7 @@
 //! key-value state machine), the executors and client service (`server`), the placement
 //! driver's metadata (`placement`), configuration, and the Rust client.
 
+pub mod balance;
 pub mod client;
 pub mod config;
 pub mod fake_node;

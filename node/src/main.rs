@@ -1,5 +1,5 @@
 //! `tessera`: run a node (`serve`) or talk to one (put, get, delete, cas, cas-delete, scan,
-//! scan-prefix, regions, status, split, pd status).
+//! scan-prefix, regions, status, split, move, pd status).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use tessera_core::{NodeId, RegionId};
 use tessera_node::client::{CasOutcome, Client, ClientError, ClientOptions};
 use tessera_node::config::NodeConfig;
 use tessera_transport::client::{KeyValue, Mode, PdStatus};
@@ -98,6 +99,18 @@ enum Command {
     /// Split the Region holding KEY at KEY (KEY becomes the new Region's first key).
     Split {
         key: String,
+        #[command(flatten)]
+        common: ClientArgs,
+    },
+    /// Move a Region's replica to store TO (from store FROM, or one the placement driver
+    /// picks): the driver records the move and the Region's leader carries it out (add a
+    /// learner on TO, seed it by snapshot, promote it, remove the old replica).
+    Move {
+        region: u64,
+        #[arg(long)]
+        to: u64,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
         #[command(flatten)]
         common: ClientArgs,
     },
@@ -387,6 +400,7 @@ fn common(command: &Command) -> &ClientArgs {
         | Command::Regions { common }
         | Command::Status { common }
         | Command::Split { common, .. }
+        | Command::Move { common, .. }
         | Command::Pd {
             command: PdCommand::Status { common },
         } => common,
@@ -465,6 +479,16 @@ fn client_command(command: Command) -> anyhow::Result<()> {
                 json,
                 json!({"ok": true, "regions": ids}),
                 format!("OK: split into regions {ids:?}"),
+            );
+        }
+        Command::Move {
+            region, to, from, ..
+        } => {
+            client.move_region(RegionId(*region), NodeId(*from), NodeId(*to))?;
+            print(
+                json,
+                json!({"ok": true, "region": region, "to": to}),
+                format!("OK: the placement driver moves region {region} to store {to}"),
             );
         }
         Command::Pd { .. } => print_pd_status(json, &client.pd_status()?),

@@ -1,8 +1,9 @@
 //! The placement driver's metadata, as a state machine without I/O: the stores, every Region
 //! with its approximate size, leader and epoch, and the Region id allocator.
 //!
-//! It changes only through `on_heartbeat` (a store's view of its replicas) and `ask_split`
-//! (a new Region id). Each change bumps `version`; the host (core 0 of the node that runs the
+//! It changes only through `on_heartbeat` (a store's view of its replicas), `ask_split`
+//! (a new Region id), `add_store` (a store joining a running cluster) and the moves it
+//! orders (`order_move`, and `balance.rs` when balancing is on). Each change bumps `version`; the host (core 0 of the node that runs the
 //! driver, `server::core`) writes `encode()` to `pd.toml` durably whenever the version moved,
 //! and answers `ask_split` only once the version that allocated the id is durable, so an id is
 //! never handed out twice, not even across a restart.
@@ -14,6 +15,8 @@
 //! 3. Ids for a split are congruent to the parent's id modulo the stores' core count, so the
 //!    new Region is owned by the same core as its parent on every node (no data crosses
 //!    cores on a split; balancing Regions across cores is a move, not a split).
+//! 4. At most one move per Region is in progress; a move is kept (durably) until a report
+//!    shows its target among the Region's peers and its source gone.
 
 use std::collections::BTreeMap;
 
@@ -24,8 +27,29 @@ use tessera_transport::client::{
 };
 use tessera_transport::ClusterId;
 
+use tessera_transport::client::{MoveOrder, StoreDescriptor};
+
 use crate::meta::{DataMeta, RegionMeta, StoreMeta};
 use crate::region::{Region, RegionEpoch};
+
+/// A move in progress: the Region's replica on `from` goes to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub region: u64,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// What the driver answers a heartbeat with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatAnswer {
+    /// Every move in progress (the store drives those of the Regions it leads).
+    pub moves: Vec<MoveOrder>,
+    /// The reporting store's replicas whose Region the driver knows at a newer membership
+    /// without that store: the store destroys them.
+    pub stale: Vec<RegionDescriptor>,
+    pub stores: Vec<StoreDescriptor>,
+}
 
 /// One Region as the driver records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +69,8 @@ struct PdFile {
     next_region_id: u64,
     stores: Vec<StoreMeta>,
     regions: Vec<RegionRecord>,
+    #[serde(default)]
+    moves: Vec<MoveRecord>,
 }
 
 /// A store's liveness as seen since the driver started (not persisted: it is about now).
@@ -62,7 +88,12 @@ pub struct Placement {
     stores: BTreeMap<u64, StoreMeta>,
     liveness: BTreeMap<u64, Liveness>,
     regions: BTreeMap<u64, RegionRecord>,
+    moves: BTreeMap<u64, MoveRecord>,
     version: u64,
+    /// Balance Region counts across stores (`balance.rs`); not persisted (configuration).
+    pub balance: bool,
+    /// A store whose last heartbeat is older than this is not counted as alive.
+    pub store_alive_ms: u64,
 }
 
 impl Placement {
@@ -88,7 +119,10 @@ impl Placement {
             stores: meta.stores.iter().map(|s| (s.node_id, s.clone())).collect(),
             liveness: BTreeMap::new(),
             regions,
+            moves: BTreeMap::new(),
             version: 1,
+            balance: false,
+            store_alive_ms: 10_000,
         }
     }
 
@@ -112,7 +146,10 @@ impl Placement {
             stores: file.stores.into_iter().map(|s| (s.node_id, s)).collect(),
             liveness: BTreeMap::new(),
             regions,
+            moves: file.moves.into_iter().map(|m| (m.region, m)).collect(),
             version: 1,
+            balance: false,
+            store_alive_ms: 10_000,
         })
     }
 
@@ -123,6 +160,7 @@ impl Placement {
             next_region_id: self.next_region_id,
             stores: self.stores.values().cloned().collect(),
             regions: self.regions.values().cloned().collect(),
+            moves: self.moves.values().copied().collect(),
         };
         toml::to_string(&file).expect("placement metadata serializes")
     }
@@ -132,11 +170,43 @@ impl Placement {
         self.version
     }
 
-    /// Records a store's heartbeat at `now_ms` (any monotonic clock in milliseconds).
+    /// Records a store's heartbeat at `now_ms` (any monotonic clock in milliseconds) and
+    /// answers it: moves in progress (finished ones are dropped first, and with balancing on
+    /// a new one may be ordered), the reporter's stale replicas, the stores.
     ///
     /// # Errors
     /// When the store is not a member of the cluster.
     pub fn on_heartbeat(
+        &mut self,
+        node: NodeId,
+        reports: &[RegionReport],
+        now_ms: u64,
+    ) -> Result<HeartbeatAnswer, String> {
+        self.record_heartbeat(node, reports, now_ms)?;
+        self.finish_moves();
+        if self.balance {
+            if let Some(order) = crate::balance::plan_move(self, now_ms) {
+                tracing::info!(?order, "placement driver balances a region");
+                self.moves.insert(order.region, order);
+                self.version += 1;
+            }
+        }
+        let stale = reports
+            .iter()
+            .filter(|report| self.is_stale(node, report))
+            .filter_map(|report| {
+                let record = self.regions.get(&report.region.region_id.0)?;
+                Some(report_of(record).region)
+            })
+            .collect();
+        Ok(HeartbeatAnswer {
+            moves: self.move_orders(),
+            stale,
+            stores: self.store_descriptors(),
+        })
+    }
+
+    fn record_heartbeat(
         &mut self,
         node: NodeId,
         reports: &[RegionReport],
@@ -196,6 +266,155 @@ impl Placement {
         let changed = self.regions.get(&id) != Some(&record);
         self.regions.insert(id, record);
         changed
+    }
+
+    /// True if `node`'s replica in `report` was removed: the driver knows the Region at a
+    /// newer membership without `node`.
+    fn is_stale(&self, node: NodeId, report: &RegionReport) -> bool {
+        self.regions
+            .get(&report.region.region_id.0)
+            .is_some_and(|record| {
+                record.meta.conf_version > report.region.epoch.conf_version
+                    && !record.meta.peers.contains(&node.0)
+            })
+    }
+
+    /// Drops the moves whose Region shows the target as a peer and the source gone.
+    fn finish_moves(&mut self) {
+        let regions = &self.regions;
+        let before = self.moves.len();
+        self.moves.retain(|id, m| {
+            regions.get(id).is_none_or(|record| {
+                let peers = &record.meta.peers;
+                !peers.contains(&m.to) || peers.contains(&m.from)
+            })
+        });
+        if self.moves.len() != before {
+            self.version += 1;
+        }
+    }
+
+    /// The moves in progress.
+    pub fn move_orders(&self) -> Vec<MoveOrder> {
+        self.moves
+            .values()
+            .map(|m| MoveOrder {
+                region_id: RegionId(m.region),
+                from: NodeId(m.from),
+                to: NodeId(m.to),
+            })
+            .collect()
+    }
+
+    /// The moves in progress, by Region.
+    pub fn moves(&self) -> &BTreeMap<u64, MoveRecord> {
+        &self.moves
+    }
+
+    /// Every store's descriptor.
+    pub fn store_descriptors(&self) -> Vec<StoreDescriptor> {
+        self.stores
+            .values()
+            .map(crate::server::pd::store_descriptor)
+            .collect()
+    }
+
+    /// The stores, by node id.
+    pub fn stores(&self) -> &BTreeMap<u64, StoreMeta> {
+        &self.stores
+    }
+
+    /// The Regions, by id.
+    pub fn regions(&self) -> &BTreeMap<u64, RegionRecord> {
+        &self.regions
+    }
+
+    /// When `node` last sent a heartbeat (driver clock, ms), if it did since the start.
+    pub fn last_heartbeat_ms(&self, node: u64) -> Option<u64> {
+        self.liveness.get(&node).and_then(|l| l.last_heartbeat_ms)
+    }
+
+    /// Adds a store joining the running cluster; a store that joined before with the same
+    /// addresses is accepted again (it may have lost the answer). The caller answers only
+    /// once `version()` is durable.
+    ///
+    /// # Errors
+    /// When the node id is taken by a store with other addresses, or the core count differs.
+    pub fn add_store(&mut self, store: StoreMeta) -> Result<(), String> {
+        if let Some(known) = self.stores.get(&store.node_id) {
+            if *known != store {
+                return Err(format!(
+                    "node id {} already joined with other addresses",
+                    store.node_id
+                ));
+            }
+            return Ok(());
+        }
+        if self.stores.values().any(|s| s.cores != store.cores) {
+            return Err(format!(
+                "every node of a cluster must run the same number of cores (store {} has {})",
+                store.node_id, store.cores
+            ));
+        }
+        tracing::info!(node = store.node_id, "store joined the running cluster");
+        self.stores.insert(store.node_id, store);
+        self.version += 1;
+        Ok(())
+    }
+
+    /// Orders a move of `region`'s replica from `from` (`NodeId(0)`: the peer with the most
+    /// Regions that is not the leader) to `to`.
+    ///
+    /// # Errors
+    /// A sentence when the Region or a store is unknown, `to` holds the Region already,
+    /// `from` does not, or a move of the Region is in progress.
+    pub fn order_move(
+        &mut self,
+        region: RegionId,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<MoveRecord, String> {
+        let record = self
+            .regions
+            .get(&region.0)
+            .ok_or_else(|| format!("region {} is unknown to the placement driver", region.0))?;
+        if !self.stores.contains_key(&to.0) {
+            return Err(format!("store {} is not a member of this cluster", to.0));
+        }
+        let peers = &record.meta.peers;
+        if peers.contains(&to.0) {
+            return Err(format!("region {} is on store {} already", region.0, to.0));
+        }
+        if let Some(current) = self.moves.get(&region.0) {
+            return Err(format!(
+                "region {} is being moved from store {} to store {} already",
+                region.0, current.from, current.to
+            ));
+        }
+        let from = if from.0 == 0 {
+            let counts = crate::balance::region_counts(self);
+            peers
+                .iter()
+                .copied()
+                .filter(|p| *p != record.leader)
+                .max_by_key(|p| (counts.get(p).copied().unwrap_or(0), *p))
+                .ok_or_else(|| format!("region {} has no replica to move", region.0))?
+        } else if peers.contains(&from.0) {
+            from.0
+        } else {
+            return Err(format!(
+                "region {} has no replica on store {}",
+                region.0, from.0
+            ));
+        };
+        let order = MoveRecord {
+            region: region.0,
+            from,
+            to: to.0,
+        };
+        self.moves.insert(region.0, order);
+        self.version += 1;
+        Ok(order)
     }
 
     /// Allocates the id of the Region that splitting `parent` creates (invariant 3: the same

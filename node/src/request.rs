@@ -56,6 +56,15 @@ pub enum KvOp {
         key: Vec<u8>,
         new_region: RegionId,
     },
+    /// Take the next step of moving the Region's replica on `from` to `to` (see
+    /// `store::membership`). Served by the leader; each call proposes at most one change.
+    MoveStep {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Destroy this replica: the placement driver saw the Region at a newer membership
+    /// (the request's epoch) that no longer includes this store.
+    DestroyReplica,
 }
 
 impl KvOp {
@@ -75,7 +84,11 @@ impl KvOp {
             | KvOp::Delete { key }
             | KvOp::Cas { key, .. }
             | KvOp::CasDelete { key, .. } => Some(key),
-            KvOp::Scan { .. } | KvOp::ScanPrefix { .. } | KvOp::Split { .. } => None,
+            KvOp::Scan { .. }
+            | KvOp::ScanPrefix { .. }
+            | KvOp::Split { .. }
+            | KvOp::MoveStep { .. }
+            | KvOp::DestroyReplica => None,
         }
     }
 }
@@ -102,6 +115,10 @@ pub enum KvReply {
     Scan { items: Vec<ScanItem>, more: bool },
     /// A split was applied: the shrunk Region and the new one.
     Split { left: Region, right: Region },
+    /// What a `MoveStep` did; `done` once `to` is a voter and `from` is gone.
+    MoveStep { done: bool, detail: String },
+    /// A replica was destroyed.
+    Destroyed,
 }
 
 /// Why a request was not served. Every variant tells the client what to do next.

@@ -27,6 +27,9 @@
 //! Region as an uninitialized peer created by a message from its leader and initialized by
 //! the leader's snapshot (`on_raft_messages`).
 //!
+//! Membership changes (moving a replica to another store, destroying a removed replica and
+//! its tombstone) are in `membership.rs`.
+//!
 //! Each Region's Raft log is kept in memory (`MemStorage`) between snapshots, mirroring the
 //! WAL; the WAL is read only at recovery. The log is compacted into a snapshot every
 //! `snapshot_interval_entries` applied entries, which bounds that memory.
@@ -35,9 +38,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use tessera_core::multi::Batches;
 use tessera_core::{
-    ConfState, Config, EntryKind, LogIndex, MemStorage, Message, MessageBody, MultiRaft,
-    MultiReady, NodeId, RaftError, Ready, RegionId, Role, Snapshot, SnapshotMetadata, Storage,
-    Term, BOOTSTRAP_INDEX, BOOTSTRAP_TERM,
+    ConfChange, ConfState, Config, EntryKind, LogIndex, MemStorage, Message, MessageBody,
+    MultiRaft, MultiReady, NodeId, RaftError, Ready, RegionId, Role, Snapshot, SnapshotMetadata,
+    Storage, Term, BOOTSTRAP_INDEX, BOOTSTRAP_TERM,
 };
 
 use crate::kv::state::prefix_successor;
@@ -45,6 +48,9 @@ use crate::kv::{KvCommand, KvOutcome, KvState};
 use crate::region::{owning_core, Region, RegionEpoch};
 use crate::request::{KvError, KvOp, KvReply, KvRequest, KvResult, Mode};
 use crate::split::{self, SplitCommand, SPLIT_FORMAT};
+
+pub mod membership;
+pub use membership::Tombstone;
 
 /// Identifies a client request to the driver (connection and request id).
 pub type Token = u64;
@@ -164,6 +170,9 @@ struct Peer {
     /// it its range, epoch and data: `region` is then only a placeholder with the id.
     initialized: bool,
     region: Region,
+    /// The membership as of the applied log (the core's own changes at `advance`, a little
+    /// later): a split gives the new Region exactly this, learners included.
+    conf: ConfState,
     kv: KvState,
     proposals: VecDeque<Proposal>,
     // Ordered, so that the replies failed at a step-down come out in one order (the
@@ -186,6 +195,12 @@ pub struct StoreStats {
     /// Messages an uninitialized peer refused: votes, and snapshots overlapping a Region
     /// this core still holds.
     pub uninitialized_refused: u64,
+    /// Membership changes applied.
+    pub conf_changes_applied: u64,
+    /// Replicas destroyed after their removal.
+    pub replicas_destroyed: u64,
+    /// Snapshots refused because they would bring back a destroyed replica.
+    pub tombstone_refused: u64,
 }
 
 /// A Region's state, for status reports.
@@ -217,6 +232,10 @@ pub struct Store {
     /// Uninitialized peers a split replaced during this `on_persisted`: their pending
     /// `Ready` belongs to the group that is gone.
     replaced: BTreeSet<RegionId>,
+    /// Destroyed Regions: no snapshot at or below this conf version initializes them again.
+    tombstones: BTreeMap<RegionId, u64>,
+    /// Tombstones made since the driver last took them.
+    destroyed: Vec<Tombstone>,
 }
 
 impl Store {
@@ -232,6 +251,8 @@ impl Store {
             created: Vec::new(),
             changed_regions: Vec::new(),
             replaced: BTreeSet::new(),
+            tombstones: BTreeMap::new(),
+            destroyed: Vec::new(),
         }
     }
 
@@ -271,12 +292,14 @@ impl Store {
     ) -> Result<(), RaftError> {
         let mut config = self.config.raft.clone();
         config.id = self.config.node;
+        let (_, conf) = storage.initial_state()?;
         self.raft.create_group(region.id, config, storage)?;
         self.peers.insert(
             region.id,
             Peer {
                 initialized,
                 region,
+                conf,
                 kv,
                 proposals: VecDeque::new(),
                 reads_waiting_index: BTreeMap::new(),
@@ -346,6 +369,7 @@ impl Store {
             }
             if self.is_uninitialized(region) && !self.uninitialized_accepts(region, &message) {
                 self.stats.uninitialized_refused += 1;
+                self.stats.tombstone_refused += u64::from(self.tombstones.contains_key(&region));
                 continue;
             }
             self.raft.step(region, message).expect("the peer exists");
@@ -404,6 +428,12 @@ impl Store {
                     // yet. One with a higher version came from a later split of this Region
                     // (the leader's stored snapshot predates it); replaying the log after
                     // the snapshot applies that split again, which then creates nothing.
+                    Ok(Some(described))
+                        if described.id == region
+                            && self.tombstoned(region, described.epoch.conf_version) =>
+                    {
+                        false
+                    }
                     Ok(Some(described)) if described.id == region => {
                         !self.peers.values().any(|p| {
                             p.initialized
@@ -445,6 +475,11 @@ impl Store {
             return Err(KvError::KeyNotInRegion {
                 region: peer.region.clone(),
             });
+        }
+        if request.op == KvOp::DestroyReplica {
+            let reply = self.destroy_replica(request.region, request.epoch);
+            self.replies.push((token, reply));
+            return Ok(());
         }
         if self.pending_requests >= self.config.pending_requests_max {
             return Err(KvError::ServerBusy("too many requests in flight".into()));
@@ -498,6 +533,11 @@ impl Store {
     }
 
     fn start_write(&mut self, token: Token, request: KvRequest) -> Result<(), KvError> {
+        if let KvOp::MoveStep { from, to } = request.op {
+            let reply = self.move_step(request.region, from, to);
+            self.replies.push((token, reply));
+            return Ok(());
+        }
         if let KvOp::Split { key, new_region } = &request.op {
             if let Some(done) = self.split_done(request.region, key, *new_region) {
                 // A retry of a split that applied already (its answer was lost, e.g. to a
@@ -534,8 +574,13 @@ impl Store {
                 key,
                 expected_version,
             },
-            KvOp::Get { .. } | KvOp::Scan { .. } | KvOp::ScanPrefix { .. } | KvOp::Split { .. } => {
-                unreachable!("reads are routed to start_read, splits handled above")
+            KvOp::Get { .. }
+            | KvOp::Scan { .. }
+            | KvOp::ScanPrefix { .. }
+            | KvOp::Split { .. }
+            | KvOp::MoveStep { .. }
+            | KvOp::DestroyReplica => {
+                unreachable!("reads are routed to start_read, the others handled above")
             }
         };
         command
@@ -664,20 +709,25 @@ impl Store {
             snapshots: Vec::new(),
         };
         for (region, ready) in groups {
-            if self.replaced.contains(&region) {
-                // The group this Ready came from was replaced by a split in this round.
+            if self.replaced.contains(&region) || !self.peers.contains_key(&region) {
+                // The group this Ready came from was replaced by a split in this round, or
+                // destroyed.
                 continue;
             }
             self.persist_group(region, &ready);
-            self.apply_group(region, &ready);
+            let removed_here = self.apply_group(region, &ready);
             self.raft
                 .advance(region, ready.advance())
                 .expect("group exists");
+            if removed_here {
+                self.destroy(region, 0);
+                continue;
+            }
             self.serve_applied_reads(region);
             // A Region a split created is durable (its file) before its parent's newer
             // snapshot could make the split's log entry go away.
             persisted.snapshots.append(&mut self.created);
-            if let Some(taken) = self.maybe_snapshot(region) {
+            if let Some(taken) = self.maybe_snapshot(region, false) {
                 persisted.snapshots.push(taken);
             }
         }
@@ -690,7 +740,10 @@ impl Store {
         core.storage_mut().persist_ready(ready);
     }
 
-    fn apply_group(&mut self, region: RegionId, ready: &Ready) {
+    /// Applies a round's committed entries; true if one removed this replica.
+    fn apply_group(&mut self, region: RegionId, ready: &Ready) -> bool {
+        let node = self.config.node;
+        let mut removed_here = false;
         let leader_here = self
             .raft
             .group(region)
@@ -698,8 +751,10 @@ impl Store {
         let peer = self.peers.get_mut(&region).expect("peer exists");
         let mut splits = Vec::new();
         if let Some(snapshot) = &ready.snapshot {
+            let was_initialized = peer.initialized;
             install_snapshot(peer, snapshot);
-            if !peer.initialized {
+            peer.conf = snapshot.metadata.conf_state.clone();
+            if !was_initialized {
                 tracing::info!(region = %peer.region, "peer created by a message initialized by a snapshot");
             }
             self.changed_regions.push(peer.region.clone());
@@ -725,6 +780,15 @@ impl Store {
             let outcome = match entry.kind {
                 EntryKind::Normal if !entry.data.is_empty() => {
                     apply_entry(peer, &entry.data, &mut splits)
+                }
+                EntryKind::ConfChange => {
+                    if let Some(change) = ConfChange::decode(&entry.data) {
+                        membership::apply_conf_change(&mut peer.region, &mut peer.conf, change);
+                        self.stats.conf_changes_applied += 1;
+                        self.changed_regions.push(peer.region.clone());
+                        removed_here |= change == ConfChange::Remove(node);
+                    }
+                    None
                 }
                 _ => None,
             };
@@ -757,8 +821,9 @@ impl Store {
         if !splits.is_empty() {
             self.changed_regions.push(peer.region.clone());
         }
+        let conf = peer.conf.clone();
         for (upper, kv) in splits {
-            self.create_split_region(upper, kv, leader_here);
+            self.create_split_region(upper, kv, &conf, leader_here);
         }
         let peer = self.peers.get_mut(&region).expect("peer exists");
         let lost_leadership = ready.soft_state.is_some_and(|s| s.role != Role::Leader);
@@ -771,6 +836,7 @@ impl Store {
                 self.replies.push((read.token, Err(error)));
             }
         }
+        removed_here
     }
 
     /// Creates the Region a split made (rule 3 of `split.rs`) from an initial snapshot of its
@@ -779,7 +845,13 @@ impl Store {
     /// the leader's newer snapshot initialized first: the newer one wins). An uninitialized
     /// peer a message created is replaced, keeping its term. The parent's leader campaigns
     /// for it at once.
-    fn create_split_region(&mut self, region: Region, kv: KvState, campaign: bool) {
+    fn create_split_region(
+        &mut self,
+        region: Region,
+        kv: KvState,
+        conf_state: &ConfState,
+        campaign: bool,
+    ) {
         self.stats.splits_applied += 1;
         let mut term = BOOTSTRAP_TERM;
         match self.peers.get(&region.id) {
@@ -804,8 +876,8 @@ impl Store {
             None => {}
         }
         let data = split::encode_envelope(&region, &kv);
-        let conf_state = ConfState::with_voters(region.peers.iter().copied());
-        let mut storage = Store::bootstrap_storage(&region);
+        let conf_state = conf_state.clone();
+        let mut storage = MemStorage::new_with_conf(conf_state.clone());
         storage.apply_snapshot(Snapshot {
             metadata: SnapshotMetadata {
                 index: BOOTSTRAP_INDEX,
@@ -853,12 +925,18 @@ impl Store {
         }
     }
 
-    /// Compacts the log into a snapshot once enough entries were applied since the last one.
-    fn maybe_snapshot(&mut self, region: RegionId) -> Option<SnapshotTaken> {
+    /// Compacts the log into a snapshot once enough entries were applied since the last one
+    /// (or, with `force`, if anything was applied since).
+    fn maybe_snapshot(&mut self, region: RegionId, force: bool) -> Option<SnapshotTaken> {
         let core = self.raft.group_mut(region).expect("exists");
         let applied = core.applied();
         let first = core.storage().first_index();
-        if applied.0 < first.0 + self.config.snapshot_interval_entries {
+        let interval = if force {
+            1
+        } else {
+            self.config.snapshot_interval_entries
+        };
+        if applied.0 < first.0 + interval {
             return None;
         }
         let peer = self.peers.get(&region).expect("exists");

@@ -1,6 +1,7 @@
 //! Whole nodes' Stores (three of them, two Regions) over an in-process network, driven round
 //! by round exactly as the glommio driver does, without any runtime: elections, writes,
-//! linearizable reads, typed errors, snapshots catching up a node that fell behind.
+//! linearizable reads, typed errors, snapshots catching up a node that fell behind, splits,
+//! and moving a replica to a fourth store (learner seeded by snapshot, promotion, removal).
 
 use std::collections::BTreeMap;
 
@@ -104,7 +105,7 @@ impl Cluster {
         self.stores
             .iter()
             .filter(|(id, _)| !self.down.contains(id))
-            .find(|(_, s)| s.raft(region).unwrap().role() == Role::Leader)
+            .find(|(_, s)| s.raft(region).is_some_and(|r| r.role() == Role::Leader))
             .map(|(id, _)| *id)
     }
 
@@ -739,4 +740,269 @@ fn a_split_applied_after_a_message_created_its_region_replaces_the_uninitialized
     assert_eq!(regions, expected, "one new region, as on the other nodes");
     assert_eq!(keys_of(&cluster, late, 4), keys_of(&cluster, leader4, 4));
     assert_eq!(keys_of(&cluster, late, 2), keys_of(&cluster, leader4, 2));
+}
+
+impl Cluster {
+    /// A store that holds no Region yet (a store that joined the running cluster).
+    fn add_empty_store(&mut self, id: u64, snapshot_interval_entries: u64) {
+        let mut config = StoreConfig::new(NodeId(id));
+        config.snapshot_interval_entries = snapshot_interval_entries;
+        self.stores.insert(NodeId(id), Store::new(config));
+    }
+
+    /// One `MoveStep` at the Region's current leader.
+    fn move_step(&mut self, region: RegionId, from: u64, to: u64) -> KvResult {
+        let leader = self.leader(region).expect("leader");
+        let op = KvOp::MoveStep {
+            from: NodeId(from),
+            to: NodeId(to),
+        };
+        let token = self.submit(leader, region, op);
+        self.wait(token)
+    }
+
+    fn conf(&self, node: u64, region: RegionId) -> tessera_core::ConfState {
+        let store = &self.stores[&NodeId(node)];
+        store.raft(region).unwrap().conf_state().clone()
+    }
+}
+
+/// Every replica of region 1 holds the same keys (and `count` of them).
+fn assert_replicas_hold(cluster: &Cluster, nodes: &[u64], count: usize) {
+    let expected = keys_of(cluster, NodeId(nodes[0]), 1);
+    assert_eq!(expected.len(), count);
+    for node in nodes {
+        assert_eq!(keys_of(cluster, NodeId(*node), 1), expected, "node {node}");
+    }
+}
+
+#[test]
+fn a_replica_moves_to_a_new_store_as_a_learner_seeded_by_snapshot_then_promoted_and_the_old_one_destroyed(
+) {
+    let mut cluster = Cluster::new(10);
+    cluster.add_empty_store(4, 10);
+    cluster.elect();
+    for i in 0..40 {
+        assert!(cluster.put(RegionId(1), &format!("a{i:03}"), "v").is_ok());
+    }
+    let leader = cluster.leader(RegionId(1)).unwrap();
+    assert!(
+        cluster.stores[&leader]
+            .raft(RegionId(1))
+            .unwrap()
+            .log()
+            .first_index()
+            .0
+            > 20,
+        "the leader's log is compacted: the new replica cannot be caught up by a replay"
+    );
+    // Move the replica of a follower (the leader's own is the other test's case).
+    let from = if leader.0 == 1 { 2 } else { 1 };
+    let epoch_before = cluster.stores[&leader]
+        .regions()
+        .find(|r| r.id == RegionId(1))
+        .unwrap()
+        .epoch;
+
+    // Step 1: a learner on store 4, created by the leader's message, seeded by its snapshot.
+    let first = cluster.move_step(RegionId(1), from, 4).unwrap();
+    assert!(
+        matches!(&first, KvReply::MoveStep { done: false, detail } if detail.contains("AddLearner")),
+        "{first:?}"
+    );
+    cluster.tick(5);
+    assert!(cluster.conf(leader.0, RegionId(1)).is_learner(NodeId(4)));
+    let new = &cluster.stores[&NodeId(4)];
+    assert_eq!(new.stats().peers_created_by_message, 1);
+    assert_eq!(
+        new.stats().snapshots_installed,
+        1,
+        "seeded by exactly one snapshot"
+    );
+    assert!(
+        new.raft(RegionId(1))
+            .unwrap()
+            .storage()
+            .snapshot_metadata()
+            .index
+            .0
+            > 20,
+        "the learner's log starts at the leader's snapshot, not at the beginning"
+    );
+    assert_replicas_hold(&cluster, &[leader.0, 4], 40);
+
+    // A learner never counts toward the quorum: with the two other voters down, the leader
+    // and the learner (two of four members) cannot commit a write.
+    let others: Vec<NodeId> = [1, 2, 3]
+        .into_iter()
+        .map(NodeId)
+        .filter(|n| *n != leader)
+        .collect();
+    cluster.down.extend(others.iter().copied());
+    let token = cluster.submit(
+        leader,
+        RegionId(1),
+        KvOp::Put {
+            key: b"b000".to_vec(),
+            value: b"v".to_vec(),
+        },
+    );
+    for _ in 0..3 {
+        cluster.tick(1);
+    }
+    assert!(
+        !cluster.replies.contains_key(&token),
+        "committed without a quorum of voters"
+    );
+    let committed = cluster.stores[&leader]
+        .raft(RegionId(1))
+        .unwrap()
+        .committed();
+    let learner_match = cluster.stores[&leader]
+        .raft(RegionId(1))
+        .unwrap()
+        .progress(NodeId(4))
+        .unwrap()
+        .match_index;
+    assert!(
+        learner_match > committed,
+        "the learner has the entry ({learner_match:?}) but it did not commit ({committed:?})"
+    );
+    cluster.down.clear();
+    assert!(cluster.wait(token).is_ok());
+
+    // Steps 2 and 3: promotion once caught up, then removal of the old replica.
+    let mut steps = Vec::new();
+    for _ in 0..20 {
+        match cluster.move_step(RegionId(1), from, 4).unwrap() {
+            KvReply::MoveStep { done: true, .. } => break,
+            KvReply::MoveStep { detail, .. } => steps.push(detail),
+            other => panic!("{other:?}"),
+        }
+        cluster.tick(2);
+    }
+    assert!(
+        steps.iter().any(|s| s.contains("AddVoter")) && steps.iter().any(|s| s.contains("Remove")),
+        "{steps:?}"
+    );
+    cluster.tick(5);
+    let remaining: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|n| *n != from).collect();
+    for node in &remaining {
+        let region = cluster.stores[&NodeId(*node)]
+            .regions()
+            .find(|r| r.id == RegionId(1))
+            .unwrap()
+            .clone();
+        let expected: Vec<NodeId> = remaining.iter().copied().map(NodeId).collect();
+        assert_eq!(region.peers, expected, "node {node}");
+        assert_eq!(
+            region.epoch.conf_version,
+            epoch_before.conf_version + 3,
+            "one bump per change"
+        );
+        assert_eq!(region.epoch.version, epoch_before.version);
+        assert!(cluster.conf(*node, RegionId(1)).is_voter(NodeId(4)));
+    }
+    assert_replicas_hold(&cluster, &remaining, 41);
+
+    // The removed replica applied its removal and was destroyed, with a tombstone.
+    let source = cluster.stores.get_mut(&NodeId(from)).unwrap();
+    assert!(source.raft(RegionId(1)).is_none() && source.kv(RegionId(1)).is_none());
+    assert_eq!(source.stats().replicas_destroyed, 1);
+    let destroyed = source.take_destroyed();
+    assert_eq!(destroyed.len(), 1);
+    assert_eq!(destroyed[0].region, RegionId(1));
+    assert_eq!(destroyed[0].conf_version, epoch_before.conf_version + 3);
+    assert!(source.regions().all(|r| r.id != RegionId(1)));
+    let served = cluster.put_at_current_epoch(RegionId(1), "c000");
+    assert!(served.is_ok(), "the moved Region serves: {served:?}");
+}
+
+#[test]
+fn moving_the_leaders_own_replica_transfers_leadership_first() {
+    let mut cluster = Cluster::new(1000);
+    cluster.add_empty_store(4, 1000);
+    cluster.elect();
+    for i in 0..10 {
+        assert!(cluster.put(RegionId(1), &format!("a{i:03}"), "v").is_ok());
+    }
+    let old_leader = cluster.leader(RegionId(1)).unwrap();
+    let mut transferred = false;
+    for _ in 0..40 {
+        match cluster.move_step(RegionId(1), old_leader.0, 4).unwrap() {
+            KvReply::MoveStep { done: true, .. } => break,
+            KvReply::MoveStep { detail, .. } => transferred |= detail.contains("transferring"),
+            other => panic!("{other:?}"),
+        }
+        cluster.tick(2);
+    }
+    assert!(
+        transferred,
+        "the leader handed its leadership over before its removal"
+    );
+    cluster.tick(5);
+    let new_leader = cluster.leader(RegionId(1)).expect("a leader");
+    assert_ne!(new_leader, old_leader);
+    assert!(
+        cluster.stores[&old_leader].raft(RegionId(1)).is_none(),
+        "the old leader's replica is destroyed"
+    );
+    let remaining: Vec<u64> = [1, 2, 3, 4]
+        .into_iter()
+        .filter(|n| *n != old_leader.0)
+        .collect();
+    assert_replicas_hold(&cluster, &remaining, 10);
+}
+
+#[test]
+fn a_replica_the_driver_reports_removed_is_destroyed_and_a_stale_snapshot_never_brings_it_back() {
+    let mut cluster = Cluster::new(10);
+    cluster.elect();
+    for i in 0..30 {
+        assert!(cluster.put(RegionId(1), &format!("a{i:03}"), "v").is_ok());
+    }
+    let leader = cluster.leader(RegionId(1)).unwrap();
+    let follower = NodeId(if leader.0 == 1 { 2 } else { 1 });
+    let epoch = cluster.stores[&follower]
+        .regions()
+        .find(|r| r.id == RegionId(1))
+        .unwrap()
+        .epoch;
+    // The driver's view is not newer: refused.
+    let token = cluster.submit_at(follower, RegionId(1), epoch, KvOp::DestroyReplica);
+    assert!(matches!(
+        cluster.wait(token),
+        Err(KvError::InvalidRequest(_))
+    ));
+    // A leader is never destroyed.
+    let newer = RegionEpoch {
+        conf_version: epoch.conf_version + 1,
+        ..epoch
+    };
+    let token = cluster.submit_at(leader, RegionId(1), newer, KvOp::DestroyReplica);
+    assert!(matches!(
+        cluster.wait(token),
+        Err(KvError::InvalidRequest(_))
+    ));
+    let token = cluster.submit_at(follower, RegionId(1), newer, KvOp::DestroyReplica);
+    assert_eq!(cluster.wait(token), Ok(KvReply::Destroyed));
+    assert!(cluster.stores[&follower].raft(RegionId(1)).is_none());
+    // Here the leader still counts the follower as a member and keeps sending to it: its
+    // messages create an uninitialized peer, and its snapshot (at a conf version the
+    // tombstone covers) is refused, so the destroyed replica never comes back.
+    for i in 0..5 {
+        assert!(
+            cluster.put(RegionId(1), &format!("b{i}"), "v").is_ok(),
+            "two voters commit"
+        );
+        cluster.tick(5);
+    }
+    let store = &cluster.stores[&follower];
+    assert!(store.stats().tombstone_refused > 0, "{:?}", store.stats());
+    assert!(store.regions().all(|r| r.id != RegionId(1)));
+    assert!(store.kv(RegionId(1)).is_none_or(|kv| kv.is_empty()));
+    assert!(
+        cluster.put(RegionId(1), "b", "v").is_ok(),
+        "two voters still commit"
+    );
 }

@@ -103,6 +103,23 @@ pub enum ClientOp {
     },
     /// The placement driver's metadata.
     PdStatus,
+    /// Asks the placement driver to move the request's Region's replica from store `from`
+    /// (`NodeId(0)`: the driver picks one) to store `to`.
+    MoveRegion {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Asks the Region's leader for the next step of moving the replica on `from` to `to`.
+    MoveStep {
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Destroys this node's replica of the request's Region, removed at the request's epoch.
+    DestroyReplica,
+    /// Tells a core of the cluster's stores (a store joined after the bootstrap).
+    LearnStores {
+        stores: Vec<StoreDescriptor>,
+    },
 }
 
 impl ClientOp {
@@ -115,6 +132,7 @@ impl ClientOp {
                 | ClientOp::Join { .. }
                 | ClientOp::StoreHeartbeat { .. }
                 | ClientOp::PdStatus
+                | ClientOp::LearnStores { .. }
         )
     }
 
@@ -135,6 +153,10 @@ impl ClientOp {
             ClientOp::AskSplit => "AskSplit",
             ClientOp::Split { .. } => "Split",
             ClientOp::PdStatus => "PdStatus",
+            ClientOp::MoveRegion { .. } => "MoveRegion",
+            ClientOp::MoveStep { .. } => "MoveStep",
+            ClientOp::DestroyReplica => "DestroyReplica",
+            ClientOp::LearnStores { .. } => "LearnStores",
         }
     }
 }
@@ -176,6 +198,24 @@ pub enum ClientReply {
     SplitIds { new_region_id: RegionId },
     /// The placement driver's metadata.
     Pd(PdStatus),
+    /// What a `MoveStep` did; `done` once the move is complete.
+    MoveStep { done: bool, detail: String },
+    /// The placement driver's answer to a heartbeat: moves in progress, the reporting
+    /// store's replicas to destroy (their Region at the driver's newer membership), and the
+    /// cluster's stores.
+    Heartbeat {
+        moves: Vec<MoveOrder>,
+        stale: Vec<RegionDescriptor>,
+        stores: Vec<StoreDescriptor>,
+    },
+}
+
+/// A move the placement driver orders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoveOrder {
+    pub region_id: RegionId,
+    pub from: NodeId,
+    pub to: NodeId,
 }
 
 /// One Region as a store reports it to the placement driver, and as the driver records it.

@@ -11,7 +11,7 @@
 //!    empty (unbounded).
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
-use tessera_core::RegionId;
+use tessera_core::{NodeId, RegionId};
 
 use crate::client::{ClientOp, ClientRequest, Mode, RegionEpoch};
 use crate::generated::client as fb;
@@ -56,7 +56,14 @@ fn op_size_bytes(op: &ClientOp) -> usize {
         }
         ClientOp::Scan { start, end, .. } => start.len() + end.len(),
         ClientOp::ScanPrefix { prefix, .. } => prefix.len(),
-        ClientOp::Regions | ClientOp::Status | ClientOp::AskSplit | ClientOp::PdStatus => 0,
+        ClientOp::Regions
+        | ClientOp::Status
+        | ClientOp::AskSplit
+        | ClientOp::PdStatus
+        | ClientOp::MoveRegion { .. }
+        | ClientOp::MoveStep { .. }
+        | ClientOp::DestroyReplica => 0,
+        ClientOp::LearnStores { stores } => 128 * stores.len(),
         ClientOp::Join { store } => 64 * (store.client_addrs.len() + store.peer_addrs.len()),
         ClientOp::StoreHeartbeat { regions, .. } => 128 * regions.len(),
         ClientOp::Split { key, .. } => key.len(),
@@ -158,6 +165,45 @@ fn encode_placement_op(
         ClientOp::PdStatus => {
             let table = fb::PdStatus::create(fbb, &fb::PdStatusArgs {});
             (fb::Op::PdStatus, table.as_union_value())
+        }
+        _ => encode_membership_op(fbb, op),
+    }
+}
+
+/// The operations that move replicas and add stores.
+fn encode_membership_op(
+    fbb: &mut FlatBufferBuilder<'_>,
+    op: &ClientOp,
+) -> (fb::Op, WIPOffset<UnionWIPOffset>) {
+    match op {
+        ClientOp::MoveRegion { from, to } => {
+            let args = fb::MoveRegionArgs {
+                from: from.0,
+                to: to.0,
+            };
+            let table = fb::MoveRegion::create(fbb, &args);
+            (fb::Op::MoveRegion, table.as_union_value())
+        }
+        ClientOp::MoveStep { from, to } => {
+            let args = fb::MoveStepArgs {
+                from: from.0,
+                to: to.0,
+            };
+            let table = fb::MoveStep::create(fbb, &args);
+            (fb::Op::MoveStep, table.as_union_value())
+        }
+        ClientOp::DestroyReplica => {
+            let table = fb::DestroyReplica::create(fbb, &fb::DestroyReplicaArgs {});
+            (fb::Op::DestroyReplica, table.as_union_value())
+        }
+        ClientOp::LearnStores { stores } => {
+            let offsets: Vec<_> = stores
+                .iter()
+                .map(|s| crate::client_response_codec::encode_store(fbb, s))
+                .collect();
+            let stores = Some(fbb.create_vector(&offsets));
+            let table = fb::LearnStores::create(fbb, &fb::LearnStoresArgs { stores });
+            (fb::Op::LearnStores, table.as_union_value())
         }
         other => unreachable!("encode_placement_op called with {}", other.name()),
     }
@@ -353,6 +399,33 @@ fn decode_op(
         fb::Op::PdStatus => {
             present(root.op_as_pd_status())?;
             ClientOp::PdStatus
+        }
+        fb::Op::MoveRegion => {
+            let op = present(root.op_as_move_region())?;
+            ClientOp::MoveRegion {
+                from: NodeId(op.from()),
+                to: crate::verify::node_id(FRAME, "move.to", op.to())?,
+            }
+        }
+        fb::Op::MoveStep => {
+            let op = present(root.op_as_move_step())?;
+            ClientOp::MoveStep {
+                from: crate::verify::node_id(FRAME, "move_step.from", op.from())?,
+                to: crate::verify::node_id(FRAME, "move_step.to", op.to())?,
+            }
+        }
+        fb::Op::DestroyReplica => {
+            present(root.op_as_destroy_replica())?;
+            ClientOp::DestroyReplica
+        }
+        fb::Op::LearnStores => {
+            let op = present(root.op_as_learn_stores())?;
+            ClientOp::LearnStores {
+                stores: crate::client_response_codec::decode_stores(
+                    op.stores().unwrap_or_default(),
+                    limits,
+                )?,
+            }
         }
         fb::Op::NONE => return Err(TransportError::invalid(FRAME, "op", "missing")),
         other => {

@@ -10,8 +10,9 @@ use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, UnionWIPOffset, Vector, WI
 use tessera_core::{LogIndex, NodeId, RegionId, Term};
 
 use crate::client::{
-    ClientError, ClientReply, ClientResponse, KeyValue, NodeStatus, PdStatus, RegionDescriptor,
-    RegionEpoch, RegionReport, RegionStatus, StoreDescriptor, StoreReport, VersionedValue,
+    ClientError, ClientReply, ClientResponse, KeyValue, MoveOrder, NodeStatus, PdStatus,
+    RegionDescriptor, RegionEpoch, RegionReport, RegionStatus, StoreDescriptor, StoreReport,
+    VersionedValue,
 };
 use crate::client_request_codec::CLIENT_IDENTIFIER;
 use crate::generated::client as fb;
@@ -112,7 +113,76 @@ fn encode_reply(fbb: &mut FlatBufferBuilder<'_>, reply: &ClientReply) -> (fb::Ou
             (fb::Outcome::SplitIds, table.as_union_value())
         }
         ClientReply::Pd(status) => (fb::Outcome::PdStatusResult, encode_pd_status(fbb, status)),
+        ClientReply::MoveStep { done, detail } => {
+            let detail = Some(fbb.create_string(detail));
+            let args = fb::MoveStepResultArgs {
+                done: *done,
+                detail,
+            };
+            let table = fb::MoveStepResult::create(fbb, &args);
+            (fb::Outcome::MoveStepResult, table.as_union_value())
+        }
+        ClientReply::Heartbeat {
+            moves,
+            stale,
+            stores,
+        } => (
+            fb::Outcome::HeartbeatResult,
+            encode_heartbeat(fbb, moves, stale, stores),
+        ),
     }
+}
+
+fn encode_heartbeat(
+    fbb: &mut FlatBufferBuilder<'_>,
+    moves: &[MoveOrder],
+    stale: &[RegionDescriptor],
+    stores: &[StoreDescriptor],
+) -> Union {
+    let offsets: Vec<_> = moves
+        .iter()
+        .map(|m| {
+            let args = fb::MoveOrderArgs {
+                region_id: m.region_id.0,
+                from: m.from.0,
+                to: m.to.0,
+            };
+            fb::MoveOrder::create(fbb, &args)
+        })
+        .collect();
+    let moves = Some(fbb.create_vector(&offsets));
+    let stale = Some(encode_regions(fbb, stale));
+    let offsets: Vec<_> = stores.iter().map(|s| encode_store(fbb, s)).collect();
+    let stores = Some(fbb.create_vector(&offsets));
+    let args = fb::HeartbeatResultArgs {
+        moves,
+        stale,
+        stores,
+    };
+    fb::HeartbeatResult::create(fbb, &args).as_union_value()
+}
+
+fn decode_heartbeat(
+    result: fb::HeartbeatResult<'_>,
+    limits: &DecodeLimits,
+) -> Result<ClientReply, TransportError> {
+    let moves = result.moves().unwrap_or_default();
+    TransportError::check_count(FRAME, "moves", moves.len(), limits.regions_max)?;
+    let moves = moves
+        .iter()
+        .map(|m| {
+            Ok(MoveOrder {
+                region_id: nonzero_region(m.region_id())?,
+                from: node_id(FRAME, "move.from", m.from())?,
+                to: node_id(FRAME, "move.to", m.to())?,
+            })
+        })
+        .collect::<Result<Vec<_>, TransportError>>()?;
+    Ok(ClientReply::Heartbeat {
+        moves,
+        stale: decode_regions(result.stale().unwrap_or_default(), limits)?,
+        stores: decode_stores(result.stores().unwrap_or_default(), limits)?,
+    })
 }
 
 fn encode_pd_status(fbb: &mut FlatBufferBuilder<'_>, status: &PdStatus) -> Union {
@@ -402,7 +472,9 @@ pub fn decode_client_response(
         | fb::Outcome::JoinResult
         | fb::Outcome::Ack
         | fb::Outcome::SplitIds
-        | fb::Outcome::PdStatusResult => Ok(decode_reply(&root, limits)?),
+        | fb::Outcome::PdStatusResult
+        | fb::Outcome::MoveStepResult
+        | fb::Outcome::HeartbeatResult => Ok(decode_reply(&root, limits)?),
         _ => Err(decode_error(&root, limits)?),
     };
     Ok(ClientResponse {
@@ -470,6 +542,16 @@ fn decode_reply(
             present(root.outcome_as_pd_status_result())?,
             limits,
         )?),
+        fb::Outcome::MoveStepResult => {
+            let result = present(root.outcome_as_move_step_result())?;
+            ClientReply::MoveStep {
+                done: result.done(),
+                detail: text(FRAME, "move.detail", result.detail(), limits.text_bytes_max)?,
+            }
+        }
+        fb::Outcome::HeartbeatResult => {
+            decode_heartbeat(present(root.outcome_as_heartbeat_result())?, limits)?
+        }
         _ => ClientReply::Status(decode_status(
             present(root.outcome_as_status_result())?,
             limits,
@@ -550,7 +632,7 @@ fn decode_region(
     })
 }
 
-fn decode_stores(
+pub(crate) fn decode_stores(
     list: Vector<'_, ForwardsUOffset<fb::StoreDescriptor<'_>>>,
     limits: &DecodeLimits,
 ) -> Result<Vec<StoreDescriptor>, TransportError> {

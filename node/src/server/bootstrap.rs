@@ -13,7 +13,7 @@ use crate::kv::KvState;
 use crate::meta::{DataMeta, MetaError, RegionMeta, StoreMeta};
 use crate::region::{owning_core, validate_layout, Region, RegionEpoch};
 use crate::server::snapshot_files::{self, SnapshotFile};
-use crate::store::Store;
+use crate::store::{Store, Tombstone};
 
 /// Entries read back from the WAL per call during recovery.
 const RECOVERY_READ_BYTES_MAX: usize = 8 << 20;
@@ -206,6 +206,13 @@ pub trait SnapshotSource {
     /// # Errors
     /// When it cannot be read or is damaged.
     fn newest(&self, region: RegionId) -> Result<Option<SnapshotFile>, String>;
+    /// The tombstones of destroyed replicas (none by default: a source that never destroys).
+    ///
+    /// # Errors
+    /// When they cannot be read.
+    fn tombstones(&self) -> Result<Vec<Tombstone>, String> {
+        Ok(Vec::new())
+    }
 }
 
 impl SnapshotSource for Path {
@@ -215,6 +222,10 @@ impl SnapshotSource for Path {
 
     fn newest(&self, region: RegionId) -> Result<Option<SnapshotFile>, String> {
         snapshot_files::newest(self, region)
+    }
+
+    fn tombstones(&self) -> Result<Vec<Tombstone>, String> {
+        snapshot_files::read_tombstones(self)
     }
 }
 
@@ -229,7 +240,8 @@ impl SnapshotSource for Path {
 /// seeded after a membership change). A node of a static cluster larger than `replicas`
 /// creates no replica of a Region it is not a peer of: it would be an idle group nobody
 /// talks to. A snapshot's envelope gives the Region's range and epoch as of the snapshot;
-/// later splits replay from the WAL.
+/// later splits replay from the WAL. A destroyed replica (a tombstone) is left out unless
+/// a newer snapshot (at a higher conf version: it was added again) exists.
 ///
 /// # Errors
 /// A message naming the Region and what could not be read.
@@ -251,11 +263,19 @@ pub fn recover_store(
     ids.extend(snapshots.regions()?);
     ids.sort_unstable();
     ids.dedup();
+    store.restore_tombstones(snapshots.tombstones()?);
     for id in ids {
         let known = regions.iter().find(|r| r.id == id);
         let snapshot = snapshots
             .newest(id)
             .map_err(|e| format!("region {}: {e}", id.0))?;
+        if store.tombstones().contains_key(&id) && !added_again(store, id, snapshot.as_ref()) {
+            tracing::info!(
+                region = id.0,
+                "not recovering a destroyed replica (tombstone)"
+            );
+            continue;
+        }
         let (region, storage, kv, snapshot_found, entries) =
             recover_region(id, known, wal, snapshot)?;
         summary.regions += 1;
@@ -266,6 +286,22 @@ pub fn recover_store(
             .map_err(|e| format!("{region}: {e}"))?;
     }
     Ok(summary)
+}
+
+/// True if `snapshot` of a tombstoned Region is newer than its tombstone.
+fn added_again(store: &Store, region: RegionId, snapshot: Option<&SnapshotFile>) -> bool {
+    snapshot
+        .and_then(|file| {
+            crate::split::decode_envelope_region(&file.data)
+                .ok()
+                .flatten()
+        })
+        .is_some_and(|described| {
+            store
+                .tombstones()
+                .get(&region)
+                .is_some_and(|dead| described.epoch.conf_version > *dead)
+        })
 }
 
 /// Completes recovery in the WAL (see [`recovery_batch`]) before the core serves.
@@ -294,6 +330,12 @@ pub async fn complete_recovery(wal: &Wal, store: &Store) -> Result<(), String> {
 ///    after the snapshot as not continuing it.
 pub fn recovery_batch(wal: &impl LogRead, store: &Store) -> LogBatch {
     let mut batch = LogBatch::new();
+    // 3. a destroyed replica whose removal the WAL has not recorded yet.
+    for region in store.tombstones().keys() {
+        if store.raft(*region).is_none() && wal.last_index(*region).is_ok() {
+            batch.remove_region(*region);
+        }
+    }
     for region in store.regions() {
         if wal.last_index(region.id).is_err() {
             batch.compact_to(

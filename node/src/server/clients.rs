@@ -227,12 +227,19 @@ pub fn to_kv_request(request: &ClientRequest) -> Result<KvRequest, ClientError> 
             key: key.clone(),
             new_region: *new_region_id,
         },
+        ClientOp::MoveStep { from, to } => KvOp::MoveStep {
+            from: *from,
+            to: *to,
+        },
+        ClientOp::DestroyReplica => KvOp::DestroyReplica,
         ClientOp::Regions
         | ClientOp::Status
         | ClientOp::Join { .. }
         | ClientOp::StoreHeartbeat { .. }
         | ClientOp::AskSplit
-        | ClientOp::PdStatus => {
+        | ClientOp::PdStatus
+        | ClientOp::MoveRegion { .. }
+        | ClientOp::LearnStores { .. } => {
             return Err(ClientError::InvalidRequest {
                 message: "not a key-value operation".into(),
             })
@@ -290,6 +297,8 @@ pub fn to_wire_result(
             regions: vec![describe(&left), describe(&right)],
             stores: Vec::new(),
         }),
+        Ok(KvReply::MoveStep { done, detail }) => Ok(ClientReply::MoveStep { done, detail }),
+        Ok(KvReply::Destroyed) => Ok(ClientReply::Ack),
         Err(error) => Err(match error {
             KvError::NotLeader { leader, region } => ClientError::NotLeader {
                 leader_addr: leader.and_then(|node| address_of(node, region)),

@@ -25,7 +25,7 @@ use tessera_transport::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, NodeStatus, RegionDescriptor,
     RegionStatus as WireRegionStatus,
 };
-use tessera_transport::net::{PeerSender, TransportConfig};
+use tessera_transport::net::{Members, PeerSender, TransportConfig};
 use tessera_transport::{ClusterId, CoreId};
 use tessera_wal::{LogBatch, Wal};
 
@@ -100,6 +100,8 @@ pub struct CoreLoop {
     peer_dial_addrs: Vec<PeerDialAddr>,
     /// Compaction marks and commit-only hard states waiting for the next WAL batch.
     carried: Carried,
+    /// The nodes the peer listener accepts; grows when a store joins the cluster.
+    members: Option<Members>,
     /// The placement driver, on core 0 of the node that hosts it.
     pd: Option<PdHost<Origin>>,
     inbox: Inbox,
@@ -143,6 +145,7 @@ pub struct CoreParts {
     pub pd: Option<PdHost<Origin>>,
     pub inbox: Inbox,
     pub peer_dial_addrs: Vec<PeerDialAddr>,
+    pub members: Option<Members>,
 }
 
 impl CoreLoop {
@@ -163,6 +166,7 @@ impl CoreLoop {
             links: parts.links,
             peer_dial_addrs: parts.peer_dial_addrs,
             carried: Carried::default(),
+            members: parts.members,
             pd: parts.pd,
             inbox: parts.inbox,
             routing: BTreeMap::new(),
@@ -343,8 +347,13 @@ impl CoreLoop {
             ClientOp::Regions => return self.reply(origin, Ok(self.routing_table())),
             ClientOp::Status => return self.reply(origin, Ok(ClientReply::Status(self.status()))),
             ClientOp::Join { store } => return self.on_join(origin, store),
-            ClientOp::StoreHeartbeat { .. } | ClientOp::AskSplit | ClientOp::PdStatus => {
-                return self.on_pd(origin, request)
+            ClientOp::StoreHeartbeat { .. }
+            | ClientOp::AskSplit
+            | ClientOp::PdStatus
+            | ClientOp::MoveRegion { .. } => return self.on_pd(origin, request),
+            ClientOp::LearnStores { stores } => {
+                self.learn_stores(&stores);
+                return self.reply(origin, Ok(ClientReply::Ack));
             }
             _ => {}
         }
@@ -364,24 +373,75 @@ impl CoreLoop {
         }
     }
 
-    /// A store asks to join: stores of the bootstrap get the layout again (they may have
-    /// crashed before saving it); adding new stores is not supported yet.
+    /// A store asks to join: stores of the first layout get it again (they may have crashed
+    /// before saving it); any other store is added to the running cluster by the placement
+    /// driver and starts with no Regions.
     fn on_join(&mut self, origin: Origin, store: tessera_transport::client::StoreDescriptor) {
-        let known = self
-            .meta
-            .stores
-            .iter()
-            .any(|s| s.node_id == store.node_id.get());
-        let answer = match self.meta.regions(std::path::Path::new(".")) {
-            Ok(regions) if known => Ok(super::pd::joined_reply(&self.meta, &regions)),
-            Ok(_) => Err(ClientError::InvalidRequest {
-                message: "the cluster is already bootstrapped; adding stores to a running cluster is not supported yet".into(),
-            }),
-            Err(error) => Err(ClientError::Internal {
-                message: error.to_string(),
-            }),
+        let regions = match self.meta.regions(std::path::Path::new(".")) {
+            Ok(regions) => regions,
+            Err(error) => {
+                let message = error.to_string();
+                return self.reply(origin, Err(ClientError::Internal { message }));
+            }
         };
-        self.reply(origin, answer);
+        let in_layout = regions.iter().any(|r| r.peers.contains(&store.node_id));
+        if in_layout {
+            let answer = Ok(super::pd::joined_reply(&self.meta, &regions));
+            return self.reply(origin, answer);
+        }
+        let op = ClientOp::Join { store };
+        let request = ClientRequest {
+            request_id: 0,
+            namespace: String::new(),
+            mode: tessera_transport::client::Mode::Raw,
+            region_id: RegionId(0),
+            epoch: tessera_transport::client::RegionEpoch::default(),
+            op,
+        };
+        self.on_pd(origin, request);
+    }
+
+    /// Takes stores this core does not know yet: it may dial them and they may dial it.
+    fn learn_stores(&mut self, stores: &[tessera_transport::client::StoreDescriptor]) {
+        for descriptor in stores {
+            let Ok(store) = super::pd::store_meta(descriptor) else {
+                continue;
+            };
+            if self.meta.stores.iter().any(|s| s.node_id == store.node_id) {
+                continue;
+            }
+            tracing::info!(
+                core = self.core,
+                node = store.node_id,
+                "learned a new store"
+            );
+            if let Some(members) = &self.members {
+                members.borrow_mut().push(NodeId(store.node_id));
+            }
+            Rc::make_mut(&mut self.meta).stores.push(store);
+        }
+    }
+
+    /// Frees what destroyed replicas held: the tombstones are written durably first, then
+    /// the snapshot files go and the WAL records the removal in the next batch (recovery
+    /// skips a tombstoned Region at any point in between).
+    fn free_destroyed(&mut self) -> Result<(), CoreError> {
+        let destroyed = self.store.take_destroyed();
+        if destroyed.is_empty() {
+            return Ok(());
+        }
+        let snapshot_error = |message| CoreError::Snapshot {
+            core: self.core,
+            message,
+        };
+        snapshot_files::write_tombstones(&self.snapshot_dir, self.store.tombstones())
+            .map_err(snapshot_error)?;
+        for tombstone in destroyed {
+            snapshot_files::remove_region(&self.snapshot_dir, tombstone.region)
+                .map_err(snapshot_error)?;
+            self.carried.removed(tombstone.region);
+        }
+        Ok(())
     }
 
     /// Hands a request to the core that owns its Region; only requests from this core's own
@@ -432,6 +492,7 @@ impl CoreLoop {
     /// Step 2 of the module docs, until the Store is idle. Clients are answered after each
     /// round, so an answer never waits for a later round's fdatasync.
     async fn run_rounds(&mut self) -> Result<(), CoreError> {
+        self.free_destroyed()?;
         while let Some(mut ready) = self.store.ready() {
             let mut now = Some(ready.messages_now());
             let leaders = ready
@@ -466,6 +527,7 @@ impl CoreLoop {
             let changed = self.store.take_changed_regions();
             self.on_regions_changed(changed);
             self.on_leaders_changed(leaders);
+            self.free_destroyed()?;
         }
         Ok(())
     }

@@ -5,19 +5,26 @@
 //! 2. for each Region this node leads whose data passed `split_size_bytes`, asks the driver
 //!    for the new Region's id (`AskSplit`) and tells the owning core to split it
 //!    (`Split` with an empty key: the leader picks the middle of its data), at most once per
-//!    Region epoch every `SPLIT_RETRY` (`split_check_interval_ms`).
+//!    Region epoch every `SPLIT_RETRY` (`split_check_interval_ms`);
+//! 3. acts on the driver's answer to the heartbeat: for each move in progress of a Region
+//!    this node leads, asks the owning core for the move's next step (`MoveStep`, one Raft
+//!    conf change at a time, see `store::membership`); destroys the replicas the driver
+//!    reports removed (`DestroyReplica`); and tells every core, and `meta.toml`, of stores
+//!    that joined the cluster (`LearnStores`).
 //!
 //! It uses the same client protocol as any tool, so the cores need no extra channel, and it
 //! never blocks a core: it is an ordinary thread doing blocking round trips.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_core::{NodeId, RegionId};
 use tessera_transport::client::{
-    ClientOp, ClientReply, ClientRequest, Mode, RegionReport, RegionStatus,
+    ClientOp, ClientReply, ClientRequest, Mode, MoveOrder, RegionDescriptor, RegionReport,
+    RegionStatus, StoreDescriptor,
 };
 
 use crate::client::request_once;
@@ -41,6 +48,10 @@ pub struct HeartbeatConfig {
     pub split_check_interval: Duration,
     /// 0: no automatic splits.
     pub split_size_bytes: u64,
+    /// The stores this node knows at startup (others are learned from the driver).
+    pub known_stores: Vec<u64>,
+    /// Where `meta.toml` is, to record the stores learned.
+    pub data_dir: PathBuf,
 }
 
 /// Remembers the splits asked for, so one Region epoch is split once (a repeat would be a
@@ -97,6 +108,7 @@ fn run(config: &HeartbeatConfig, shutdown: &AtomicBool) {
     let mut next_heartbeat = Instant::now();
     let mut next_split_check = Instant::now() + config.split_check_interval;
     let mut request_id = 0u64;
+    let mut known_stores: BTreeSet<u64> = config.known_stores.iter().copied().collect();
     while !shutdown.load(Ordering::Relaxed) {
         let now = Instant::now();
         let heartbeat_due = now >= next_heartbeat;
@@ -108,7 +120,15 @@ fn run(config: &HeartbeatConfig, shutdown: &AtomicBool) {
         let statuses = own_statuses(config, &mut request_id);
         if heartbeat_due {
             next_heartbeat = now + config.heartbeat_interval;
-            send_heartbeat(config, &statuses, &mut request_id);
+            if let Some(answer) = send_heartbeat(config, &statuses, &mut request_id) {
+                on_answer(
+                    config,
+                    &statuses,
+                    answer,
+                    &mut known_stores,
+                    &mut request_id,
+                );
+            }
         }
         if split_due {
             next_split_check = now + config.split_check_interval;
@@ -154,7 +174,18 @@ fn own_statuses(config: &HeartbeatConfig, request_id: &mut u64) -> Vec<RegionSta
     statuses
 }
 
-fn send_heartbeat(config: &HeartbeatConfig, statuses: &[RegionStatus], request_id: &mut u64) {
+/// The driver's answer to a heartbeat.
+struct Answer {
+    moves: Vec<MoveOrder>,
+    stale: Vec<RegionDescriptor>,
+    stores: Vec<StoreDescriptor>,
+}
+
+fn send_heartbeat(
+    config: &HeartbeatConfig,
+    statuses: &[RegionStatus],
+    request_id: &mut u64,
+) -> Option<Answer> {
     let regions: Vec<RegionReport> = statuses
         .iter()
         .filter_map(|s| {
@@ -171,9 +202,131 @@ fn send_heartbeat(config: &HeartbeatConfig, statuses: &[RegionStatus], request_i
     };
     let heartbeat = request(request_id, RegionId(0), None, op);
     match request_once(&config.pd_addr, &heartbeat, REQUEST_TIMEOUT) {
-        Ok(Ok(ClientReply::Ack)) => {}
-        other => tracing::debug!(pd = %config.pd_addr, ?other, "heartbeat not recorded"),
+        Ok(Ok(ClientReply::Heartbeat {
+            moves,
+            stale,
+            stores,
+        })) => Some(Answer {
+            moves,
+            stale,
+            stores,
+        }),
+        other => {
+            tracing::debug!(pd = %config.pd_addr, ?other, "heartbeat not recorded");
+            None
+        }
     }
+}
+
+/// Step 3 of the module docs.
+fn on_answer(
+    config: &HeartbeatConfig,
+    statuses: &[RegionStatus],
+    answer: Answer,
+    known_stores: &mut BTreeSet<u64>,
+    request_id: &mut u64,
+) {
+    if answer
+        .stores
+        .iter()
+        .any(|s| !known_stores.contains(&s.node_id.get()))
+    {
+        learn_stores(config, &answer.stores, known_stores, request_id);
+    }
+    for order in &answer.moves {
+        let led_here = statuses
+            .iter()
+            .find(|s| s.region_id == order.region_id && s.leader == Some(config.node));
+        if let Some(status) = led_here {
+            move_step(config, status, order, request_id);
+        }
+    }
+    for region in &answer.stale {
+        let Some(status) = statuses.iter().find(|s| s.region_id == region.region_id) else {
+            continue;
+        };
+        let Some(addr) = config.own_addrs.get(status.core.0 as usize) else {
+            continue;
+        };
+        let mut destroy = request(request_id, region.region_id, None, ClientOp::DestroyReplica);
+        destroy.epoch = region.epoch;
+        let outcome = request_once(addr, &destroy, REQUEST_TIMEOUT);
+        tracing::info!(
+            region = region.region_id.0,
+            ?outcome,
+            "destroying a removed replica"
+        );
+    }
+}
+
+/// Tells every core of the stores, and records them in `meta.toml` (so a restart knows
+/// them before the first heartbeat). A core that did not answer is told again next time.
+fn learn_stores(
+    config: &HeartbeatConfig,
+    stores: &[StoreDescriptor],
+    known_stores: &mut BTreeSet<u64>,
+    request_id: &mut u64,
+) {
+    let op = ClientOp::LearnStores {
+        stores: stores.to_vec(),
+    };
+    let told = config.own_addrs.iter().all(|addr| {
+        let learn = request(request_id, RegionId(0), None, op.clone());
+        matches!(
+            request_once(addr, &learn, REQUEST_TIMEOUT),
+            Ok(Ok(ClientReply::Ack))
+        )
+    });
+    if let Err(error) = record_stores(&config.data_dir, stores) {
+        tracing::warn!(%error, "cannot record the cluster's stores in meta.toml");
+        return;
+    }
+    if told {
+        known_stores.extend(stores.iter().map(|s| s.node_id.get()));
+    }
+}
+
+fn record_stores(data_dir: &std::path::Path, stores: &[StoreDescriptor]) -> Result<(), String> {
+    let Some(mut meta) = crate::meta::DataMeta::load(data_dir).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let mut changed = false;
+    for descriptor in stores {
+        let store = super::pd::store_meta(descriptor)?;
+        if !meta.stores.iter().any(|s| s.node_id == store.node_id) {
+            meta.stores.push(store);
+            changed = true;
+        }
+    }
+    if changed {
+        meta.store(data_dir).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Asks the core that leads a Region for the next step of a move.
+fn move_step(
+    config: &HeartbeatConfig,
+    status: &RegionStatus,
+    order: &MoveOrder,
+    request_id: &mut u64,
+) {
+    let Some(addr) = config.own_addrs.get(status.core.0 as usize) else {
+        return;
+    };
+    let op = ClientOp::MoveStep {
+        from: order.from,
+        to: order.to,
+    };
+    let step = request(request_id, order.region_id, Some(status), op);
+    let outcome = request_once(addr, &step, REQUEST_TIMEOUT);
+    tracing::info!(
+        region = order.region_id.0,
+        from = order.from.0,
+        to = order.to.0,
+        ?outcome,
+        "move step"
+    );
 }
 
 /// Asks the driver for the new Region's id, then the owning core to split.

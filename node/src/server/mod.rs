@@ -182,6 +182,8 @@ fn heartbeat_config(
         heartbeat_interval: Duration::from_millis(config.pd_heartbeat_interval_ms),
         split_check_interval: Duration::from_millis(config.split_check_interval_ms),
         split_size_bytes: config.split_size_bytes,
+        known_stores: meta.stores.iter().map(|s| s.node_id).collect(),
+        data_dir: config.data_dir.clone(),
     }
 }
 
@@ -289,6 +291,12 @@ async fn start_core(
         snapshot_dir.as_path(),
     )?;
     tracing::info!(core, ?summary, "regions recovered");
+    for region in store.tombstones().keys() {
+        if store.raft(*region).is_none() {
+            // A crash may have come between the tombstone and freeing the files.
+            snapshot_files::remove_region(&snapshot_dir, *region)?;
+        }
+    }
     bootstrap::complete_recovery(&wal, &store).await?;
     let client_listener = bind(config.client_addr(core))
         .map_err(|e| format!("client port: {e} (is another node running?)"))?;
@@ -299,12 +307,18 @@ async fn start_core(
         NodeId(config.node_id),
         CoreId(core as u32),
     );
-    transport.members = Some(meta.stores.iter().map(|s| NodeId(s.node_id)).collect());
+    let members: tessera_transport::net::Members = Rc::new(std::cell::RefCell::new(
+        meta.stores.iter().map(|s| NodeId(s.node_id)).collect(),
+    ));
+    transport.members = Some(members.clone());
     let transport = Rc::new(transport);
     let (inbox, events) = self::core::inbox();
     let links = cross_core::connect(ends, inbox.clone()).await;
     let pd = if core == 0 && pd_host::hosts_pd(&meta) {
-        Some(pd_host::PdHost::open(&config.data_dir, &meta)?)
+        let mut pd = pd_host::PdHost::open(&config.data_dir, &meta)?;
+        // A store silent for three heartbeat intervals is not counted as alive.
+        pd.configure(config.pd_balance, 3 * config.pd_heartbeat_interval_ms);
+        Some(pd)
     } else {
         None
     };
@@ -329,6 +343,7 @@ async fn start_core(
             pd,
             inbox,
             peer_dial_addrs: config.peer_dial_overrides().map_err(|e| e.to_string())?,
+            members: Some(members),
         }),
         events,
     ))

@@ -79,9 +79,23 @@ impl<W> PdHost<W> {
             ClientOp::StoreHeartbeat { node_id, regions } => PdAnswer::Now(
                 self.placement
                     .on_heartbeat(*node_id, regions, now_ms)
-                    .map(|()| ClientReply::Ack)
+                    .map(|answer| ClientReply::Heartbeat {
+                        moves: answer.moves,
+                        stale: answer.stale,
+                        stores: answer.stores,
+                    })
                     .map_err(|message| ClientError::InvalidRequest { message }),
             ),
+            ClientOp::MoveRegion { from, to } => {
+                match self.placement.order_move(region, *from, *to) {
+                    Ok(order) => {
+                        tracing::info!(?order, "placement driver ordered a move");
+                        PdAnswer::WhenDurable(Ok(ClientReply::Ack))
+                    }
+                    Err(message) => PdAnswer::Now(Err(ClientError::InvalidRequest { message })),
+                }
+            }
+            ClientOp::Join { store } => self.on_join(store),
             ClientOp::AskSplit => match self.placement.ask_split(region) {
                 Ok(new_region_id) => {
                     PdAnswer::WhenDurable(Ok(ClientReply::SplitIds { new_region_id }))
@@ -92,6 +106,38 @@ impl<W> PdHost<W> {
             _ => return None,
         };
         Some(answer)
+    }
+
+    /// Turns balancing on or off and sets how long a silent store still counts as alive.
+    pub fn configure(&mut self, balance: bool, store_alive_ms: u64) {
+        self.placement.balance = balance;
+        self.placement.store_alive_ms = store_alive_ms;
+    }
+
+    /// A store joins the running cluster: it starts with no Regions (the balancer, or
+    /// `tessera move`, gives it some). Answered once the driver's metadata holding it is
+    /// durable; the other stores learn it from their next heartbeat's answer.
+    fn on_join(&mut self, store: &tessera_transport::client::StoreDescriptor) -> PdAnswer {
+        let invalid = |message| PdAnswer::Now(Err(ClientError::InvalidRequest { message }));
+        let joiner = match super::pd::store_meta(store) {
+            Ok(joiner) => joiner,
+            Err(message) => return invalid(message),
+        };
+        if let Err(message) = self.placement.add_store(joiner) {
+            return invalid(message);
+        }
+        let status = self.placement.status(0);
+        PdAnswer::WhenDurable(Ok(ClientReply::Joined {
+            ready: true,
+            cluster_id: status.cluster_id,
+            regions: Vec::new(),
+            stores: self.placement.store_descriptors(),
+        }))
+    }
+
+    /// True if `node` is a store the driver knows.
+    pub fn knows_store(&self, node: u64) -> bool {
+        self.placement.stores().contains_key(&node)
     }
 
     /// Holds `result` for `waiter` until the current version is durable.

@@ -5,7 +5,7 @@
 //! 1. the compaction marks of snapshots this core took and wrote to files since the last
 //!    batch (never before their files are durable);
 //! 2. hard states carried over from earlier rounds (see below), for Regions without a newer
-//!    one in this round;
+//!    one in this round, then the removals of destroyed Regions (`Carried::removed`);
 //! 3. per Region: a snapshot received from the leader becomes an install mark (its file must
 //!    be written before the batch, so the mark never points past a durable snapshot), then
 //!    the Region's new entries, then its hard state.
@@ -43,6 +43,9 @@ pub struct Carried {
     /// Hard states of rounds that wrote nothing (only commit indexes moved), newest per
     /// Region.
     hard_states: BTreeMap<RegionId, HardState>,
+    /// Destroyed Regions (their tombstones are durable) whose removal the WAL has not
+    /// recorded yet.
+    removals: Vec<RegionId>,
 }
 
 impl Carried {
@@ -50,6 +53,14 @@ impl Carried {
     /// goes in the next batch.
     pub fn compacted(&mut self, region: RegionId, index: LogIndex, term: Term) {
         self.compactions.push((region, index, term));
+    }
+
+    /// `region` was destroyed and its tombstone is durable: the next batch records its
+    /// removal (last, after anything carried), so its WAL share can be purged.
+    pub fn removed(&mut self, region: RegionId) {
+        self.compactions.retain(|(r, _, _)| *r != region);
+        self.hard_states.remove(&region);
+        self.removals.push(region);
     }
 
     /// Everything carried, as one batch (empty if nothing is): written at a clean shutdown
@@ -69,6 +80,9 @@ impl Carried {
                 batch.set_hard_state(region, hard_state);
             }
         }
+        for region in self.removals.drain(..) {
+            batch.remove_region(region);
+        }
     }
 }
 
@@ -78,8 +92,9 @@ impl Carried {
 pub fn round_batch(ready: &StoreReady, carried: &mut Carried) -> RoundBatch {
     let mut round = RoundBatch::default();
     let groups = ready.groups();
-    let sync =
-        !carried.compactions.is_empty() || (0..groups.len()).any(|i| ready.group_needs_sync(i));
+    let sync = !carried.compactions.is_empty()
+        || !carried.removals.is_empty()
+        || (0..groups.len()).any(|i| ready.group_needs_sync(i));
     if !sync {
         for (region, group) in groups {
             if let Some(hard_state) = group.hard_state {

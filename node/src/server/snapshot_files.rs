@@ -96,6 +96,70 @@ pub fn write(
     Ok(())
 }
 
+/// The file, in a core's snapshot directory, that lists the tombstones of the replicas
+/// destroyed on that core (`region conf_version` per line).
+pub const TOMBSTONES_FILE: &str = "tombstones";
+
+/// Writes every tombstone of the core durably (temporary file, fsync, rename).
+///
+/// # Errors
+/// A message naming the failed step.
+pub fn write_tombstones(
+    dir: &Path,
+    tombstones: &std::collections::BTreeMap<RegionId, u64>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let text: String = tombstones
+        .iter()
+        .map(|(region, conf_version)| format!("{} {conf_version}\n", region.0))
+        .collect();
+    crate::meta::write_durably(dir, TOMBSTONES_FILE, text.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// The tombstones written by `write_tombstones` (none when there is no file).
+///
+/// # Errors
+/// When the file cannot be read or a line is damaged.
+pub fn read_tombstones(dir: &Path) -> Result<Vec<crate::store::Tombstone>, String> {
+    let path = dir.join(TOMBSTONES_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("read {}: {e}", path.display())),
+    };
+    text.lines()
+        .map(|line| {
+            let mut fields = line.split(' ').map(str::parse::<u64>);
+            match (fields.next(), fields.next(), fields.next()) {
+                (Some(Ok(region)), Some(Ok(conf_version)), None) => Ok(crate::store::Tombstone {
+                    region: RegionId(region),
+                    conf_version,
+                }),
+                _ => Err(format!("{} is damaged: line {line:?}", path.display())),
+            }
+        })
+        .collect()
+}
+
+/// Deletes every snapshot file of `region` (a destroyed replica; its tombstone is durable).
+///
+/// # Errors
+/// When a file cannot be deleted.
+pub fn remove_region(dir: &Path, region: RegionId) -> Result<(), String> {
+    let prefix = format!("{:020}-", region.0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| format!("remove {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The Regions that have a snapshot file in `dir`.
 ///
 /// # Errors

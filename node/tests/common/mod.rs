@@ -192,6 +192,15 @@ impl Node {
         self
     }
 
+    /// Node `id` with one core on fresh ports, started with the config keys in `toml`.
+    pub fn one_core(id: u64, toml: &str) -> Node {
+        let mut node = Node::new().with_config(toml);
+        node.spec.node_id = id;
+        node.spec.cores = 1;
+        node.spec.ports = free_ports(1);
+        node
+    }
+
     /// A fresh node, started and serving.
     pub fn started() -> Node {
         let mut node = Node::new();

@@ -98,10 +98,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Mode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 14;
+pub const ENUM_MAX_OP: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 15] = [
+pub const ENUM_VALUES_OP: [Op; 19] = [
   Op::NONE,
   Op::Put,
   Op::Get,
@@ -117,6 +117,10 @@ pub const ENUM_VALUES_OP: [Op; 15] = [
   Op::AskSplit,
   Op::Split,
   Op::PdStatus,
+  Op::MoveRegion,
+  Op::MoveStep,
+  Op::DestroyReplica,
+  Op::LearnStores,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -139,9 +143,13 @@ impl Op {
   pub const AskSplit: Self = Self(12);
   pub const Split: Self = Self(13);
   pub const PdStatus: Self = Self(14);
+  pub const MoveRegion: Self = Self(15);
+  pub const MoveStep: Self = Self(16);
+  pub const DestroyReplica: Self = Self(17);
+  pub const LearnStores: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -158,6 +166,10 @@ impl Op {
     Self::AskSplit,
     Self::Split,
     Self::PdStatus,
+    Self::MoveRegion,
+    Self::MoveStep,
+    Self::DestroyReplica,
+    Self::LearnStores,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -177,6 +189,10 @@ impl Op {
       Self::AskSplit => Some("AskSplit"),
       Self::Split => Some("Split"),
       Self::PdStatus => Some("PdStatus"),
+      Self::MoveRegion => Some("MoveRegion"),
+      Self::MoveStep => Some("MoveStep"),
+      Self::DestroyReplica => Some("DestroyReplica"),
+      Self::LearnStores => Some("LearnStores"),
       _ => None,
     }
   }
@@ -236,10 +252,10 @@ pub struct OpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OUTCOME: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTCOME: u8 = 19;
+pub const ENUM_MAX_OUTCOME: u8 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTCOME: [Outcome; 20] = [
+pub const ENUM_VALUES_OUTCOME: [Outcome; 22] = [
   Outcome::NONE,
   Outcome::Written,
   Outcome::Value,
@@ -260,6 +276,8 @@ pub const ENUM_VALUES_OUTCOME: [Outcome; 20] = [
   Outcome::SplitIds,
   Outcome::PdStatusResult,
   Outcome::OutcomeUnknown,
+  Outcome::MoveStepResult,
+  Outcome::HeartbeatResult,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -287,9 +305,11 @@ impl Outcome {
   pub const SplitIds: Self = Self(17);
   pub const PdStatusResult: Self = Self(18);
   pub const OutcomeUnknown: Self = Self(19);
+  pub const MoveStepResult: Self = Self(20);
+  pub const HeartbeatResult: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 19;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Written,
@@ -311,6 +331,8 @@ impl Outcome {
     Self::SplitIds,
     Self::PdStatusResult,
     Self::OutcomeUnknown,
+    Self::MoveStepResult,
+    Self::HeartbeatResult,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -335,6 +357,8 @@ impl Outcome {
       Self::SplitIds => Some("SplitIds"),
       Self::PdStatusResult => Some("PdStatusResult"),
       Self::OutcomeUnknown => Some("OutcomeUnknown"),
+      Self::MoveStepResult => Some("MoveStepResult"),
+      Self::HeartbeatResult => Some("HeartbeatResult"),
       _ => None,
     }
   }
@@ -1954,6 +1978,413 @@ impl ::core::fmt::Debug for PdStatus<'_> {
       ds.finish()
   }
 }
+pub enum MoveRegionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks the placement driver to move the request's Region's replica from store `from` (0:
+/// the driver picks one) to store `to`.
+pub struct MoveRegion<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveRegion<'a> {
+  type Inner = MoveRegion<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveRegion<'a> {
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveRegion { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveRegionArgs
+  ) -> ::flatbuffers::WIPOffset<MoveRegion<'bldr>> {
+    let mut builder = MoveRegionBuilder::new(_fbb);
+    builder.add_to(args.to);
+    builder.add_from(args.from);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn from(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveRegion::VT_FROM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveRegion::VT_TO, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveRegion<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("from", Self::VT_FROM, false)?
+     .visit_field::<u64>("to", Self::VT_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveRegionArgs {
+    pub from: u64,
+    pub to: u64,
+}
+impl<'a> Default for MoveRegionArgs {
+  #[inline]
+  fn default() -> Self {
+    MoveRegionArgs {
+      from: 0,
+      to: 0,
+    }
+  }
+}
+
+pub struct MoveRegionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveRegionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_from(&mut self, from: u64) {
+    self.fbb_.push_slot::<u64>(MoveRegion::VT_FROM, from, 0);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: u64) {
+    self.fbb_.push_slot::<u64>(MoveRegion::VT_TO, to, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveRegionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveRegionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveRegion<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveRegion<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveRegion");
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.finish()
+  }
+}
+pub enum MoveStepOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks the request's Region's leader for the next step of moving the replica on `from` to
+/// `to` (add learner, promote, transfer leadership, remove); answered with MoveStepResult.
+pub struct MoveStep<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveStep<'a> {
+  type Inner = MoveStep<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveStep<'a> {
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveStep { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveStepArgs
+  ) -> ::flatbuffers::WIPOffset<MoveStep<'bldr>> {
+    let mut builder = MoveStepBuilder::new(_fbb);
+    builder.add_to(args.to);
+    builder.add_from(args.from);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn from(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveStep::VT_FROM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveStep::VT_TO, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveStep<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("from", Self::VT_FROM, false)?
+     .visit_field::<u64>("to", Self::VT_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveStepArgs {
+    pub from: u64,
+    pub to: u64,
+}
+impl<'a> Default for MoveStepArgs {
+  #[inline]
+  fn default() -> Self {
+    MoveStepArgs {
+      from: 0,
+      to: 0,
+    }
+  }
+}
+
+pub struct MoveStepBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveStepBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_from(&mut self, from: u64) {
+    self.fbb_.push_slot::<u64>(MoveStep::VT_FROM, from, 0);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: u64) {
+    self.fbb_.push_slot::<u64>(MoveStep::VT_TO, to, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveStepBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveStepBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveStep<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveStep<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveStep");
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.finish()
+  }
+}
+pub enum DestroyReplicaOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Destroys this node's replica of the request's Region, whose membership at the request's
+/// (newer) epoch no longer includes this node.
+pub struct DestroyReplica<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DestroyReplica<'a> {
+  type Inner = DestroyReplica<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DestroyReplica<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DestroyReplica { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args DestroyReplicaArgs
+  ) -> ::flatbuffers::WIPOffset<DestroyReplica<'bldr>> {
+    let mut builder = DestroyReplicaBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for DestroyReplica<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DestroyReplicaArgs {
+}
+impl<'a> Default for DestroyReplicaArgs {
+  #[inline]
+  fn default() -> Self {
+    DestroyReplicaArgs {
+    }
+  }
+}
+
+pub struct DestroyReplicaBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DestroyReplicaBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DestroyReplicaBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DestroyReplicaBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DestroyReplica<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DestroyReplica<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DestroyReplica");
+      ds.finish()
+  }
+}
+pub enum LearnStoresOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Tells a core of the stores of the cluster (a store that joined after the bootstrap).
+pub struct LearnStores<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LearnStores<'a> {
+  type Inner = LearnStores<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LearnStores<'a> {
+  pub const VT_STORES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LearnStores { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LearnStoresArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LearnStores<'bldr>> {
+    let mut builder = LearnStoresBuilder::new(_fbb);
+    if let Some(x) = args.stores { builder.add_stores(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn stores(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor>>>>(LearnStores::VT_STORES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LearnStores<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StoreDescriptor>>>>("stores", Self::VT_STORES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LearnStoresArgs<'a> {
+    pub stores: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor<'a>>>>>,
+}
+impl<'a> Default for LearnStoresArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LearnStoresArgs {
+      stores: None,
+    }
+  }
+}
+
+pub struct LearnStoresBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LearnStoresBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_stores(&mut self, stores: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StoreDescriptor<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LearnStores::VT_STORES, stores);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LearnStoresBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LearnStoresBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LearnStores<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LearnStores<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LearnStores");
+      ds.field("stores", &self.stores());
+      ds.finish()
+  }
+}
 pub enum ClientRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2259,6 +2690,66 @@ impl<'a> ClientRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_move_region(&self) -> Option<MoveRegion<'a>> {
+    if self.op_type() == Op::MoveRegion {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveRegion::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_move_step(&self) -> Option<MoveStep<'a>> {
+    if self.op_type() == Op::MoveStep {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveStep::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_destroy_replica(&self) -> Option<DestroyReplica<'a>> {
+    if self.op_type() == Op::DestroyReplica {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DestroyReplica::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_learn_stores(&self) -> Option<LearnStores<'a>> {
+    if self.op_type() == Op::LearnStores {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LearnStores::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientRequest<'_> {
@@ -2288,6 +2779,10 @@ impl ::flatbuffers::Verifiable for ClientRequest<'_> {
           Op::AskSplit => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AskSplit>>("Op::AskSplit", pos),
           Op::Split => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Split>>("Op::Split", pos),
           Op::PdStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PdStatus>>("Op::PdStatus", pos),
+          Op::MoveRegion => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveRegion>>("Op::MoveRegion", pos),
+          Op::MoveStep => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveStep>>("Op::MoveStep", pos),
+          Op::DestroyReplica => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DestroyReplica>>("Op::DestroyReplica", pos),
+          Op::LearnStores => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LearnStores>>("Op::LearnStores", pos),
           _ => Ok(()),
         }
      })?
@@ -2470,6 +2965,34 @@ impl ::core::fmt::Debug for ClientRequest<'_> {
         },
         Op::PdStatus => {
           if let Some(x) = self.op_as_pd_status() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::MoveRegion => {
+          if let Some(x) = self.op_as_move_region() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::MoveStep => {
+          if let Some(x) = self.op_as_move_step() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::DestroyReplica => {
+          if let Some(x) = self.op_as_destroy_replica() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::LearnStores => {
+          if let Some(x) = self.op_as_learn_stores() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4373,6 +4896,385 @@ impl ::core::fmt::Debug for PdStatusResult<'_> {
       ds.finish()
   }
 }
+pub enum MoveStepResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// What a MoveStep did; done once the move is complete.
+pub struct MoveStepResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveStepResult<'a> {
+  type Inner = MoveStepResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveStepResult<'a> {
+  pub const VT_DONE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DETAIL: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveStepResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveStepResultArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MoveStepResult<'bldr>> {
+    let mut builder = MoveStepResultBuilder::new(_fbb);
+    if let Some(x) = args.detail { builder.add_detail(x); }
+    builder.add_done(args.done);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn done(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MoveStepResult::VT_DONE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn detail(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MoveStepResult::VT_DETAIL, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveStepResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("done", Self::VT_DONE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("detail", Self::VT_DETAIL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveStepResultArgs<'a> {
+    pub done: bool,
+    pub detail: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MoveStepResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MoveStepResultArgs {
+      done: false,
+      detail: None,
+    }
+  }
+}
+
+pub struct MoveStepResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveStepResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_done(&mut self, done: bool) {
+    self.fbb_.push_slot::<bool>(MoveStepResult::VT_DONE, done, false);
+  }
+  #[inline]
+  pub fn add_detail(&mut self, detail: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MoveStepResult::VT_DETAIL, detail);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveStepResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveStepResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveStepResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveStepResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveStepResult");
+      ds.field("done", &self.done());
+      ds.field("detail", &self.detail());
+      ds.finish()
+  }
+}
+pub enum MoveOrderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A move the placement driver orders: the Region's replica on `from` goes to `to`.
+pub struct MoveOrder<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MoveOrder<'a> {
+  type Inner = MoveOrder<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MoveOrder<'a> {
+  pub const VT_REGION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FROM: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MoveOrder { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MoveOrderArgs
+  ) -> ::flatbuffers::WIPOffset<MoveOrder<'bldr>> {
+    let mut builder = MoveOrderBuilder::new(_fbb);
+    builder.add_to(args.to);
+    builder.add_from(args.from);
+    builder.add_region_id(args.region_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn region_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveOrder::VT_REGION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn from(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveOrder::VT_FROM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MoveOrder::VT_TO, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MoveOrder<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("region_id", Self::VT_REGION_ID, false)?
+     .visit_field::<u64>("from", Self::VT_FROM, false)?
+     .visit_field::<u64>("to", Self::VT_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MoveOrderArgs {
+    pub region_id: u64,
+    pub from: u64,
+    pub to: u64,
+}
+impl<'a> Default for MoveOrderArgs {
+  #[inline]
+  fn default() -> Self {
+    MoveOrderArgs {
+      region_id: 0,
+      from: 0,
+      to: 0,
+    }
+  }
+}
+
+pub struct MoveOrderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveOrderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_region_id(&mut self, region_id: u64) {
+    self.fbb_.push_slot::<u64>(MoveOrder::VT_REGION_ID, region_id, 0);
+  }
+  #[inline]
+  pub fn add_from(&mut self, from: u64) {
+    self.fbb_.push_slot::<u64>(MoveOrder::VT_FROM, from, 0);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: u64) {
+    self.fbb_.push_slot::<u64>(MoveOrder::VT_TO, to, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveOrderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MoveOrderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MoveOrder<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MoveOrder<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MoveOrder");
+      ds.field("region_id", &self.region_id());
+      ds.field("from", &self.from());
+      ds.field("to", &self.to());
+      ds.finish()
+  }
+}
+pub enum HeartbeatResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The placement driver's answer to a StoreHeartbeat: the moves in progress (the leaders
+/// among the receiving store's replicas drive them), the reporting store's replicas whose
+/// Region the driver knows at a newer membership without that store (to destroy), and the
+/// cluster's stores.
+pub struct HeartbeatResult<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for HeartbeatResult<'a> {
+  type Inner = HeartbeatResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> HeartbeatResult<'a> {
+  pub const VT_MOVES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STALE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STORES: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    HeartbeatResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args HeartbeatResultArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<HeartbeatResult<'bldr>> {
+    let mut builder = HeartbeatResultBuilder::new(_fbb);
+    if let Some(x) = args.stores { builder.add_stores(x); }
+    if let Some(x) = args.stale { builder.add_stale(x); }
+    if let Some(x) = args.moves { builder.add_moves(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn moves(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveOrder<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveOrder>>>>(HeartbeatResult::VT_MOVES, None)}
+  }
+  #[inline]
+  pub fn stale(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionDescriptor<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionDescriptor>>>>(HeartbeatResult::VT_STALE, None)}
+  }
+  #[inline]
+  pub fn stores(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor>>>>(HeartbeatResult::VT_STORES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for HeartbeatResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MoveOrder>>>>("moves", Self::VT_MOVES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionDescriptor>>>>("stale", Self::VT_STALE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StoreDescriptor>>>>("stores", Self::VT_STORES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HeartbeatResultArgs<'a> {
+    pub moves: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveOrder<'a>>>>>,
+    pub stale: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionDescriptor<'a>>>>>,
+    pub stores: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreDescriptor<'a>>>>>,
+}
+impl<'a> Default for HeartbeatResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HeartbeatResultArgs {
+      moves: None,
+      stale: None,
+      stores: None,
+    }
+  }
+}
+
+pub struct HeartbeatResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeartbeatResultBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_moves(&mut self, moves: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MoveOrder<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatResult::VT_MOVES, moves);
+  }
+  #[inline]
+  pub fn add_stale(&mut self, stale: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<RegionDescriptor<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatResult::VT_STALE, stale);
+  }
+  #[inline]
+  pub fn add_stores(&mut self, stores: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StoreDescriptor<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HeartbeatResult::VT_STORES, stores);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeartbeatResultBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    HeartbeatResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<HeartbeatResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for HeartbeatResult<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("HeartbeatResult");
+      ds.field("moves", &self.moves());
+      ds.field("stale", &self.stale());
+      ds.field("stores", &self.stores());
+      ds.finish()
+  }
+}
 pub enum StatusResultOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5876,6 +6778,36 @@ impl<'a> ClientResponse<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn outcome_as_move_step_result(&self) -> Option<MoveStepResult<'a>> {
+    if self.outcome_type() == Outcome::MoveStepResult {
+      self.outcome().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MoveStepResult::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn outcome_as_heartbeat_result(&self) -> Option<HeartbeatResult<'a>> {
+    if self.outcome_type() == Outcome::HeartbeatResult {
+      self.outcome().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { HeartbeatResult::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientResponse<'_> {
@@ -5906,6 +6838,8 @@ impl ::flatbuffers::Verifiable for ClientResponse<'_> {
           Outcome::SplitIds => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SplitIds>>("Outcome::SplitIds", pos),
           Outcome::PdStatusResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PdStatusResult>>("Outcome::PdStatusResult", pos),
           Outcome::OutcomeUnknown => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeUnknown>>("Outcome::OutcomeUnknown", pos),
+          Outcome::MoveStepResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveStepResult>>("Outcome::MoveStepResult", pos),
+          Outcome::HeartbeatResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<HeartbeatResult>>("Outcome::HeartbeatResult", pos),
           _ => Ok(()),
         }
      })?
@@ -6095,6 +7029,20 @@ impl ::core::fmt::Debug for ClientResponse<'_> {
         },
         Outcome::OutcomeUnknown => {
           if let Some(x) = self.outcome_as_outcome_unknown() {
+            ds.field("outcome", &x)
+          } else {
+            ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Outcome::MoveStepResult => {
+          if let Some(x) = self.outcome_as_move_step_result() {
+            ds.field("outcome", &x)
+          } else {
+            ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Outcome::HeartbeatResult => {
+          if let Some(x) = self.outcome_as_heartbeat_result() {
             ds.field("outcome", &x)
           } else {
             ds.field("outcome", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -129,6 +129,7 @@ pub async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let hello = decode_first_hello(&frame, config)?;
     hello.check_addressed_to(config.cluster_id, config.node_id, config.core)?;
     if let Some(members) = &config.members {
+        let members = members.borrow();
         if hello.role == HelloRole::Peer && !members.contains(&hello.node_id) {
             return Err(TransportError::WrongPeer {
                 expected: format!("a member of the cluster (nodes {members:?})"),

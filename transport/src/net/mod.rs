@@ -46,9 +46,13 @@ pub struct TransportConfig {
     pub inbound_connections_max: usize,
     /// The nodes allowed to connect as peers; `None` accepts any node of the cluster. A node
     /// sets it to the cluster's stores, so that a process that knows the cluster id but is not
-    /// a member is refused at the Hello and cannot disturb elections.
-    pub members: Option<Vec<NodeId>>,
+    /// a member is refused at the Hello and cannot disturb elections. Shared with the
+    /// node, which adds the stores that join later.
+    pub members: Option<Members>,
 }
+
+/// The nodes allowed to connect as peers, shared by one core's listener and its owner.
+pub type Members = std::rc::Rc<std::cell::RefCell<Vec<NodeId>>>;
 
 impl TransportConfig {
     /// Defaults for `node_id`'s core `core` in `cluster_id`.
