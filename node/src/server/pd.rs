@@ -12,7 +12,9 @@
 //!    by the running node from its metadata, so a joiner that crashed before saving its
 //!    metadata can ask again.
 //!
-//! Stores joining after the bootstrap (and moving Regions onto them) are issue 6.
+//! A store that joins after the bootstrap is added by the running driver (`pd_host.rs`) and
+//! starts with no Regions; moves and balancing put Regions on it (`store/membership.rs`,
+//! `balance.rs`).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
