@@ -5,14 +5,18 @@
 //! 1. nothing is planned while a move is in progress, or while a store has not sent a
 //!    heartbeat within `Placement::store_alive_ms` (a Region is never moved onto or off a
 //!    store the driver cannot see, and counts from a silent store are not trusted);
-//! 2. the fullest store (most Region replicas) gives one Region to the emptiest, if their
+//! 2. a fullest store (most Region replicas) gives one Region to the emptiest, if their
 //!    counts differ by more than one;
 //! 3. the Region is one that the emptiest store does not hold, whose replicas are all on
-//!    live stores and whose leader is known; one the fullest store does not lead is
-//!    preferred (no leadership transfer is needed), then the lowest id (determinism).
+//!    live stores and whose leader is known; one the giving store does not lead is
+//!    preferred (no leadership transfer is needed), then the lowest ids (determinism).
 //!
-//! Balancing leaders, and Regions across the cores of one node, are not done yet (see
-//! docs/architecture.md).
+//! 4. with leader balancing on, and no Region move due: the store leading the most Regions
+//!    hands one to the store leading the fewest, if their counts differ by more than one (a
+//!    Region where that store is a voter). A leadership transfer is ordered as a move whose
+//!    source and target are the same store.
+//!
+//! Balancing Regions across the cores of one node is not done yet (see docs/architecture.md).
 
 use std::collections::BTreeMap;
 
@@ -29,35 +33,174 @@ pub fn region_counts(placement: &Placement) -> BTreeMap<u64, usize> {
     counts
 }
 
-/// The next move, if one is due (rules 1-3).
-pub fn plan_move(placement: &Placement, now_ms: u64) -> Option<MoveRecord> {
-    if !placement.moves().is_empty() {
+/// The next move or leadership transfer, if one is due (rules 1-4).
+pub fn plan(placement: &Placement, now_ms: u64, leaders: bool) -> Option<MoveRecord> {
+    let region_move = plan_move(placement, now_ms);
+    if region_move.is_some() || !leaders || !placement.moves().is_empty() {
+        return region_move;
+    }
+    plan_leader_transfer(placement, now_ms)
+}
+
+/// True if every store sent a heartbeat within `store_alive_ms` of `now_ms`.
+fn all_alive(placement: &Placement, now_ms: u64) -> bool {
+    placement.stores().keys().all(|id| {
+        placement
+            .last_heartbeat_ms(*id)
+            .is_some_and(|at| now_ms.saturating_sub(at) <= placement.store_alive_ms)
+    })
+}
+
+/// Rule 4.
+fn plan_leader_transfer(placement: &Placement, now_ms: u64) -> Option<MoveRecord> {
+    if !all_alive(placement, now_ms) {
         return None;
     }
-    let alive = |node: u64| {
-        placement
-            .last_heartbeat_ms(node)
-            .is_some_and(|at| now_ms.saturating_sub(at) <= placement.store_alive_ms)
-    };
-    if !placement.stores().keys().all(|id| alive(*id)) {
+    let mut leading: BTreeMap<u64, usize> = placement.stores().keys().map(|id| (*id, 0)).collect();
+    for record in placement.regions().values() {
+        if let Some(count) = leading.get_mut(&record.leader) {
+            *count += 1;
+        }
+    }
+    let (&most_id, &most) = leading
+        .iter()
+        .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))?;
+    let (&fewest_id, &fewest) = leading.iter().min_by_key(|(id, n)| (**n, **id))?;
+    if most <= fewest + 1 {
+        return None;
+    }
+    let region = placement
+        .regions()
+        .values()
+        .find(|record| record.leader == most_id && record.meta.peers.contains(&fewest_id))?;
+    Some(MoveRecord {
+        region: region.meta.id,
+        from: fewest_id,
+        to: fewest_id,
+    })
+}
+
+/// The next Region move, if one is due (rules 1-3).
+pub fn plan_move(placement: &Placement, now_ms: u64) -> Option<MoveRecord> {
+    if !placement.moves().is_empty() || !all_alive(placement, now_ms) {
         return None;
     }
     let counts = region_counts(placement);
-    let (&fullest, &most) = counts
-        .iter()
-        .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))?;
+    let most = *counts.values().max()?;
     let (&emptiest, &fewest) = counts.iter().min_by_key(|(id, n)| (**n, **id))?;
     if most <= fewest + 1 {
         return None;
     }
-    let candidates = placement.regions().values().filter(|record| {
-        let peers = &record.meta.peers;
-        peers.contains(&fullest) && !peers.contains(&emptiest) && record.leader != 0
+    let fullest = counts
+        .iter()
+        .filter(|(_, n)| **n == most)
+        .map(|(id, _)| *id);
+    let candidates = fullest.flat_map(|from| {
+        placement.regions().values().filter_map(move |record| {
+            let peers = &record.meta.peers;
+            let movable = peers.contains(&from) && !peers.contains(&emptiest) && record.leader != 0;
+            movable.then_some((record.leader == from, record.meta.id, from))
+        })
     });
-    let region = candidates.min_by_key(|record| (record.leader == fullest, record.meta.id))?;
+    let (_, region, from) = candidates.min()?;
     Some(MoveRecord {
-        region: region.meta.id,
-        from: fullest,
+        region,
+        from,
         to: emptiest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{DataMeta, RegionMeta, StoreMeta};
+    use crate::server::bootstrap::initial_layout;
+    use tessera_core::{NodeId, RegionId};
+    use tessera_transport::client::{RegionDescriptor, RegionEpoch, RegionReport};
+
+    /// Four Regions on stores 1-3, a fourth store with none; every store heard at `now`.
+    fn placement(now: u64) -> Placement {
+        let stores: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let regions = initial_layout(&["f".into(), "m".into(), "t".into()], &stores, 3);
+        let meta = DataMeta {
+            cluster_id: 7,
+            node_id: 1,
+            cores: 1,
+            stores: (1..=4)
+                .map(|id| StoreMeta {
+                    node_id: id,
+                    host: "127.0.0.1".into(),
+                    client_port: 7000 + id as u16,
+                    peer_port: 8000 + id as u16,
+                    cores: 1,
+                })
+                .collect(),
+            regions: regions.iter().map(RegionMeta::from_region).collect(),
+            pd_node: 1,
+        };
+        let mut placement = Placement::from_meta(&meta);
+        placement.store_alive_ms = 100;
+        let reports: Vec<RegionReport> = regions
+            .iter()
+            .map(|r| RegionReport {
+                region: RegionDescriptor {
+                    region_id: r.id,
+                    start_key: r.start_key.clone(),
+                    end_key: r.end_key.clone(),
+                    epoch: RegionEpoch {
+                        version: 1,
+                        conf_version: 1,
+                    },
+                    peers: r.peers.clone(),
+                    leader: Some(NodeId(1)),
+                },
+                approximate_bytes: 10,
+                keys: 1,
+            })
+            .collect();
+        placement.on_heartbeat(NodeId(1), &reports, now).unwrap();
+        for id in 2..=4 {
+            placement.on_heartbeat(NodeId(id), &[], now).unwrap();
+        }
+        placement
+    }
+
+    #[test]
+    fn the_fullest_store_gives_a_region_it_does_not_lead_to_the_emptiest_one_move_at_a_time() {
+        let mut pd = placement(1000);
+        let order = plan(&pd, 1000, true).expect("4,4,4,0 is not balanced");
+        assert_eq!(order.to, 4);
+        assert_ne!(
+            order.from, 1,
+            "store 1 leads every Region: another store gives one"
+        );
+        assert_ne!(order.from, order.to);
+        pd.order_move(RegionId(order.region), NodeId(order.from), NodeId(order.to))
+            .unwrap();
+        assert_eq!(plan(&pd, 1000, true), None, "one move at a time");
+    }
+
+    #[test]
+    fn nothing_is_planned_while_a_store_is_silent() {
+        let pd = placement(1000);
+        assert_eq!(plan(&pd, 1000 + 101, true), None);
+        assert!(plan(&pd, 1000 + 100, true).is_some());
+    }
+
+    #[test]
+    fn leaders_are_spread_once_region_counts_are_balanced() {
+        let mut pd = placement(1000);
+        // Store 4 is a member that holds nothing: remove it so that counts are balanced.
+        pd.remove_store_for_test(4);
+        assert_eq!(
+            plan_move(&pd, 1000),
+            None,
+            "3 stores x 4 Regions is balanced"
+        );
+        assert_eq!(plan(&pd, 1000, false), None, "leader balancing is off");
+        let order = plan(&pd, 1000, true).expect("store 1 leads all 4 Regions");
+        assert_eq!(order.from, order.to, "a leadership transfer");
+        assert_ne!(order.to, 1);
+        assert_eq!(region_counts(&pd)[&order.to], 4);
+    }
 }

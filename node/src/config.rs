@@ -76,6 +76,9 @@ pub struct NodeConfig {
     /// the fewest, one at a time, until their counts differ by at most one (only read by the
     /// node that hosts the driver; `tessera move` works either way).
     pub pd_balance: bool,
+    /// With `pd_balance`, also move leadership from the store leading the most Regions to
+    /// the one leading the fewest, one transfer at a time, until they differ by at most one.
+    pub pd_balance_leaders: bool,
     /// Where this node dials other nodes' peer ports, overriding the address the cluster
     /// metadata gives: `"ID=HOST:PEER_PORT"` per overridden node (core `i` of that node at
     /// `PEER_PORT + i`). For a proxy or address translation between nodes; the chaos tests
@@ -213,6 +216,7 @@ impl Default for NodeConfig {
             split_check_interval_ms: 10_000,
             split_size_bytes: 96 << 20,
             pd_balance: true,
+            pd_balance_leaders: false,
             initial_cluster: Vec::new(),
             peer_dial_addrs: Vec::new(),
         }

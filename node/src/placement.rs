@@ -94,6 +94,8 @@ pub struct Placement {
     pub balance: bool,
     /// A store whose last heartbeat is older than this is not counted as alive.
     pub store_alive_ms: u64,
+    /// Also balance leaders (with `balance`); not persisted (configuration).
+    pub balance_leaders: bool,
 }
 
 impl Placement {
@@ -123,6 +125,7 @@ impl Placement {
             version: 1,
             balance: false,
             store_alive_ms: 10_000,
+            balance_leaders: false,
         }
     }
 
@@ -150,6 +153,7 @@ impl Placement {
             version: 1,
             balance: false,
             store_alive_ms: 10_000,
+            balance_leaders: false,
         })
     }
 
@@ -185,7 +189,7 @@ impl Placement {
         self.record_heartbeat(node, reports, now_ms)?;
         self.finish_moves();
         if self.balance {
-            if let Some(order) = crate::balance::plan_move(self, now_ms) {
+            if let Some(order) = crate::balance::plan(self, now_ms, self.balance_leaders) {
                 tracing::info!(?order, "placement driver balances a region");
                 self.moves.insert(order.region, order);
                 self.version += 1;
@@ -279,13 +283,17 @@ impl Placement {
             })
     }
 
-    /// Drops the moves whose Region shows the target as a peer and the source gone.
+    /// Drops the moves whose Region shows the target as a peer and the source gone, and the
+    /// leadership transfers (source = target) whose Region shows the target leading.
     fn finish_moves(&mut self) {
         let regions = &self.regions;
         let before = self.moves.len();
         self.moves.retain(|id, m| {
-            regions.get(id).is_none_or(|record| {
+            regions.get(id).is_some_and(|record| {
                 let peers = &record.meta.peers;
+                if m.from == m.to {
+                    return record.leader != m.to && peers.contains(&m.to);
+                }
                 !peers.contains(&m.to) || peers.contains(&m.from)
             })
         });
@@ -415,6 +423,12 @@ impl Placement {
         self.moves.insert(region.0, order);
         self.version += 1;
         Ok(order)
+    }
+
+    /// Forgets a store (tests of the balancer only).
+    #[cfg(test)]
+    pub fn remove_store_for_test(&mut self, node: u64) {
+        self.stores.remove(&node);
     }
 
     /// Allocates the id of the Region that splitting `parent` creates (invariant 3: the same

@@ -1,6 +1,7 @@
 //! Replica moves with real processes on loopback: a store joins a running cluster (it starts
 //! with no Regions), `tessera move` moves a Region onto it while a client writes, and the
-//! placement driver's balancer fills it until Region counts differ by at most one. Every
+//! placement driver's balancer fills it until Region counts differ by at most one, then spreads
+//! the leaders. Every
 //! acknowledged write is read back afterwards, and the source store's replica is gone from
 //! its status, also after a restart (its tombstone).
 
@@ -206,17 +207,25 @@ fn a_region_moves_to_a_store_that_joined_while_a_client_writes_and_the_old_repli
 
 #[test]
 fn the_driver_balances_regions_onto_a_joined_store_while_a_client_writes() {
-    let cluster = cluster_and_joiner("initial_split_keys = [\"f\", \"m\", \"t\"]\n");
+    let cluster = cluster_and_joiner(
+        "initial_split_keys = [\"f\", \"m\", \"t\"]\npd_balance_leaders = true\n",
+    );
     let stop = Arc::new(AtomicBool::new(false));
     wait_serving(&cluster);
     let writes = writer(&cluster.nodes[0], stop.clone());
-    // Four Regions on three stores (12 replicas) become three per store.
+    // Four Regions on three stores (12 replicas) become three per store, and the four
+    // leaders (all on store 1 at the start) one per store.
     wait_for("the stores to be balanced", MOVE_TIMEOUT, || {
         let status = pd_status(&cluster)?;
         let counts = counts(&status);
         let balanced = counts.len() == 4 && counts.values().all(|n| *n == 3);
+        let mut leading = BTreeMap::<u64, usize>::new();
+        for report in &status.regions {
+            *leading.entry(report.region.leader?.get()).or_default() += 1;
+        }
+        let leaders_spread = leading.len() == 4;
         let on_four = cluster.status(3)?.len();
-        (balanced && on_four == 3).then_some(())
+        (balanced && leaders_spread && on_four == 3).then_some(())
     });
     for i in 0..3 {
         wait_for("old replicas to be destroyed", MOVE_TIMEOUT, || {

@@ -767,6 +767,18 @@ impl Cluster {
     }
 }
 
+/// Three stores holding both Regions and a fourth holding none, `writes` keys written to
+/// region 1, snapshots every `snapshot_interval_entries`.
+fn four_stores_with_writes(snapshot_interval_entries: u64, writes: usize) -> Cluster {
+    let mut cluster = Cluster::new(snapshot_interval_entries);
+    cluster.add_empty_store(4, snapshot_interval_entries);
+    cluster.elect();
+    for i in 0..writes {
+        assert!(cluster.put(RegionId(1), &format!("a{i:03}"), "v").is_ok());
+    }
+    cluster
+}
+
 /// Every replica of region 1 holds the same keys (and `count` of them).
 fn assert_replicas_hold(cluster: &Cluster, nodes: &[u64], count: usize) {
     let expected = keys_of(cluster, NodeId(nodes[0]), 1);
@@ -779,12 +791,7 @@ fn assert_replicas_hold(cluster: &Cluster, nodes: &[u64], count: usize) {
 #[test]
 fn a_replica_moves_to_a_new_store_as_a_learner_seeded_by_snapshot_then_promoted_and_the_old_one_destroyed(
 ) {
-    let mut cluster = Cluster::new(10);
-    cluster.add_empty_store(4, 10);
-    cluster.elect();
-    for i in 0..40 {
-        assert!(cluster.put(RegionId(1), &format!("a{i:03}"), "v").is_ok());
-    }
+    let mut cluster = four_stores_with_writes(10, 40);
     let leader = cluster.leader(RegionId(1)).unwrap();
     assert!(
         cluster.stores[&leader]
@@ -920,12 +927,7 @@ fn a_replica_moves_to_a_new_store_as_a_learner_seeded_by_snapshot_then_promoted_
 
 #[test]
 fn moving_the_leaders_own_replica_transfers_leadership_first() {
-    let mut cluster = Cluster::new(1000);
-    cluster.add_empty_store(4, 1000);
-    cluster.elect();
-    for i in 0..10 {
-        assert!(cluster.put(RegionId(1), &format!("a{i:03}"), "v").is_ok());
-    }
+    let mut cluster = four_stores_with_writes(1000, 10);
     let old_leader = cluster.leader(RegionId(1)).unwrap();
     let mut transferred = false;
     for _ in 0..40 {
@@ -1005,4 +1007,63 @@ fn a_replica_the_driver_reports_removed_is_destroyed_and_a_stale_snapshot_never_
         cluster.put(RegionId(1), "b", "v").is_ok(),
         "two voters still commit"
     );
+}
+
+#[test]
+fn a_move_cut_off_mid_way_leaves_the_region_serving_and_resumes_under_a_new_leader_after_healing() {
+    let mut cluster = four_stores_with_writes(10, 30);
+    let first_leader = cluster.leader(RegionId(1)).unwrap();
+    let from = if first_leader.0 == 3 { 2 } else { 3 };
+    // The learner is added, then store 4 is cut off before it could be promoted.
+    cluster.down.push(NodeId(4));
+    let step = cluster.move_step(RegionId(1), from, 4).unwrap();
+    assert!(
+        matches!(&step, KvReply::MoveStep { detail, .. } if detail.contains("snapshot") || detail.contains("AddLearner")),
+        "{step:?}"
+    );
+    for _ in 0..5 {
+        let _ = cluster.move_step(RegionId(1), from, 4).unwrap();
+        cluster.tick(2);
+    }
+    let conf = cluster.conf(first_leader.0, RegionId(1));
+    assert!(
+        conf.is_learner(NodeId(4)),
+        "never promoted while cut off: {conf:?}"
+    );
+    // The Region keeps serving with its three voters.
+    for i in 0..5 {
+        assert!(cluster
+            .put_at_current_epoch(RegionId(1), &format!("b{i:03}"))
+            .is_ok());
+    }
+    // The leader crashes mid-move; another voter takes over.
+    cluster.down.push(first_leader);
+    for _ in 0..200 {
+        if cluster
+            .leader(RegionId(1))
+            .is_some_and(|l| l != first_leader)
+        {
+            break;
+        }
+        cluster.tick(1);
+    }
+    let second_leader = cluster.leader(RegionId(1)).expect("a new leader");
+    assert_ne!(second_leader, first_leader);
+    // Healed: the new leader picks the move up from the replicated membership and ends it.
+    cluster.down.clear();
+    let mut done = false;
+    for _ in 0..40 {
+        if let KvReply::MoveStep { done: true, .. } =
+            cluster.move_step(RegionId(1), from, 4).unwrap()
+        {
+            done = true;
+            break;
+        }
+        cluster.tick(2);
+    }
+    assert!(done, "the move resumed and completed under the new leader");
+    cluster.tick(5);
+    let remaining: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|n| *n != from).collect();
+    assert_replicas_hold(&cluster, &remaining, 35);
+    assert!(cluster.stores[&NodeId(from)].raft(RegionId(1)).is_none());
 }

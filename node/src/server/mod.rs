@@ -317,7 +317,11 @@ async fn start_core(
     let pd = if core == 0 && pd_host::hosts_pd(&meta) {
         let mut pd = pd_host::PdHost::open(&config.data_dir, &meta)?;
         // A store silent for three heartbeat intervals is not counted as alive.
-        pd.configure(config.pd_balance, 3 * config.pd_heartbeat_interval_ms);
+        pd.configure(
+            config.pd_balance,
+            config.pd_balance_leaders,
+            3 * config.pd_heartbeat_interval_ms,
+        );
         Some(pd)
     } else {
         None

@@ -108,9 +108,11 @@ impl<W> PdHost<W> {
         Some(answer)
     }
 
-    /// Turns balancing on or off and sets how long a silent store still counts as alive.
-    pub fn configure(&mut self, balance: bool, store_alive_ms: u64) {
+    /// Turns balancing (of Regions, and of leaders) on or off and sets how long a silent
+    /// store still counts as alive.
+    pub fn configure(&mut self, balance: bool, balance_leaders: bool, store_alive_ms: u64) {
         self.placement.balance = balance;
+        self.placement.balance_leaders = balance_leaders;
         self.placement.store_alive_ms = store_alive_ms;
     }
 

@@ -86,9 +86,26 @@ impl Store {
             .is_some_and(|dead| conf_version <= *dead)
     }
 
-    /// One step of a move (see the module docs). The caller checked this replica leads.
+    /// One step of a move (see the module docs), or with `from == to` a leadership transfer
+    /// to `to` (done once `to` leads). The caller checked this replica leads.
     pub(super) fn move_step(&mut self, region: RegionId, from: NodeId, to: NodeId) -> KvResult {
-        if from == to || from.0 == 0 || to.0 == 0 {
+        if from == to && to != self.config.node {
+            let core = self.raft.group_mut(region).expect("the peer has a group");
+            return match core.transfer_leader(to) {
+                Ok(()) => Ok(KvReply::MoveStep {
+                    done: false,
+                    detail: format!("transferring leadership to {}", to.0),
+                }),
+                Err(error) => Err(super::raft_error(region, error)),
+            };
+        }
+        if from == to {
+            return Ok(KvReply::MoveStep {
+                done: true,
+                detail: format!("node {} leads", to.0),
+            });
+        }
+        if from.0 == 0 || to.0 == 0 {
             return Err(KvError::InvalidRequest(format!(
                 "cannot move a replica from node {} to node {}",
                 from.0, to.0
