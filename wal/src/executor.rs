@@ -5,6 +5,14 @@
 //! then surfaces as a panic deep inside glommio. This module checks the limit first and
 //! returns an error that names it. Buffers beyond `io_memory` fall back to ordinary aligned
 //! heap memory, so a small value costs little.
+//!
+//! It also sets glommio's preemption timer far above its 100 ms default ([`PREEMPT_TIMER`]):
+//! glommio 0.9 loses a wake-up when that timer fires between its I/O poll and its first
+//! look at the task queues (the thread was descheduled that long, e.g. on an oversubscribed
+//! machine): it takes "preempted before running anything" for "nothing to run" and parks
+//! with a runnable task, until the next timer or I/O completion, which can be seconds away.
+//! This was the "rare stall of one core under CPU oversubscription"; docs/reliability.md
+//! has the experiment that shows it and this remedy.
 
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 
@@ -12,6 +20,13 @@ use crate::error::{Result, WalError};
 
 /// A good `io_memory` for one WAL executor: enough for a few in-flight group commits.
 pub const IO_MEMORY_BYTES_DEFAULT: usize = 1 << 20;
+
+/// glommio's preemption timer: how long a busy task queue runs before the executor turns to
+/// another queue or its next I/O poll. A Tessera executor runs one queue whose tasks wait on
+/// I/O within microseconds, so a long period costs little; it must exceed any time the OS
+/// keeps the thread off a CPU right after an I/O poll, or glommio 0.9 may park with work to
+/// do (module docs).
+pub const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when unlimited.
 pub fn memlock_limit_bytes() -> Option<u64> {
@@ -65,6 +80,7 @@ pub fn build_executor_spinning(
         .name(name)
         .io_memory(io_memory_bytes)
         .spin_before_park(spin)
+        .preempt_timer(PREEMPT_TIMER)
         .make()
         .map_err(|e| {
             WalError::Executor(format!(
@@ -82,4 +98,24 @@ pub fn build_executor_spinning(
 pub fn run_local<T>(future: impl std::future::Future<Output = T>) -> Result<T> {
     let executor = build_executor("tessera-wal", Placement::Unbound, 512 << 10)?;
     Ok(executor.run(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The precondition of glommio 0.9's lost wake-up (module docs): a thread kept off the CPU
+    /// longer than the preemption timer reads as preempted when it runs again. Held up for
+    /// 300 ms (a blocking sleep stands in for the OS), a Tessera executor does not.
+    #[test]
+    fn a_thread_held_up_for_300_ms_does_not_read_as_preempted() {
+        let preempted = run_local(async {
+            // After this wake-up the executor has polled its rings and armed the timer anew.
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            glommio::executor().need_preempt()
+        })
+        .unwrap();
+        assert!(!preempted, "a 300 ms hold-up read as preemption");
+    }
 }
