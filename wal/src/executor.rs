@@ -6,7 +6,7 @@
 //! returns an error that names it. Buffers beyond `io_memory` fall back to ordinary aligned
 //! heap memory, so a small value costs little.
 //!
-//! It also sets glommio's preemption timer far above its 100 ms default ([`PREEMPT_TIMER`]):
+//! It also sets glommio's preemption timer to five times its 100 ms default ([`PREEMPT_TIMER`]):
 //! glommio 0.9 loses a wake-up when that timer fires between its I/O poll and its first
 //! look at the task queues (the thread was descheduled that long, e.g. on an oversubscribed
 //! machine): it takes "preempted before running anything" for "nothing to run" and parks
@@ -22,11 +22,12 @@ use crate::error::{Result, WalError};
 pub const IO_MEMORY_BYTES_DEFAULT: usize = 1 << 20;
 
 /// glommio's preemption timer: how long a busy task queue runs before the executor turns to
-/// another queue or its next I/O poll. A Tessera executor runs one queue whose tasks wait on
-/// I/O within microseconds, so a long period costs little; it must exceed any time the OS
-/// keeps the thread off a CPU right after an I/O poll, or glommio 0.9 may park with work to
-/// do (module docs).
-pub const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_secs(1);
+/// another queue or to its next I/O poll (timers, io_uring completions such as the WAL's).
+/// Longer than any time the OS keeps the thread off a CPU right after an I/O poll, or glommio
+/// 0.9 may park with work to do (module docs); short enough that a queue kept busy by a
+/// stream of socket reads (glommio reads ready sockets without its rings) still ticks twice
+/// per default election timeout (10 ticks of 100 ms). A Tessera executor runs one queue.
+pub const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when unlimited.
 pub fn memlock_limit_bytes() -> Option<u64> {
