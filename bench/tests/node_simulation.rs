@@ -90,6 +90,10 @@ fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
     assert!(totals.crashes >= seeds && totals.crashes_in_write > 0 && totals.fsync_failures > 0);
     assert!(totals.torn_tails > 0 && totals.tails_lost > 0 && totals.partitions >= seeds);
     assert!(totals.rotations > 0 && totals.snapshots_installed > 0);
+    assert!(
+        totals.rounds_pipelined > 0,
+        "no round was taken before the last one was synced"
+    );
     assert!(totals.operations_checked >= 100 * seeds && totals.unknown > 0);
 }
 
@@ -117,6 +121,7 @@ struct Totals {
     restarts: u64,
     partitions: u64,
     wal_records: u64,
+    rounds_pipelined: u64,
     rotations: u64,
     snapshots_taken: u64,
     snapshots_installed: u64,
@@ -141,6 +146,7 @@ impl Totals {
         self.restarts += c.restarts;
         self.partitions += run.partitions;
         self.wal_records += c.wal_records;
+        self.rounds_pipelined += c.rounds_pipelined;
         self.rotations += c.rotations;
         self.snapshots_taken += c.snapshots_taken;
         self.snapshots_installed += c.snapshots_installed;

@@ -118,6 +118,8 @@ pub struct StoreReady {
     /// only raised its commit index needs no fdatasync: the commit index is a hint that
     /// recovery may find lower (the leader tells it again), never a promise made to a peer.
     needs_sync: Vec<bool>,
+    /// See `is_barrier`.
+    barrier: bool,
 }
 
 impl StoreReady {
@@ -129,6 +131,13 @@ impl StoreReady {
     /// Per Region, what to persist: `snapshot`, `entries`, `hard_state`.
     pub fn groups(&self) -> &[(RegionId, Ready)] {
         &self.multi.groups
+    }
+
+    /// True if applying this round may change which groups exist or who leads them (a
+    /// snapshot, a split, a membership change, a role change): a driver that takes the next
+    /// round before this one is persisted (pipelining) must wait until it is.
+    pub fn is_barrier(&self) -> bool {
+        self.barrier
     }
 
     /// True if the `i`-th group of `groups()` has a snapshot, entries, or a hard state with
@@ -677,7 +686,12 @@ impl Store {
             .iter()
             .map(|(region, ready)| self.needs_sync(*region, ready))
             .collect();
-        Some(StoreReady { multi, needs_sync })
+        let barrier = multi.groups.iter().any(|(_, ready)| is_barrier(ready));
+        Some(StoreReady {
+            multi,
+            needs_sync,
+            barrier,
+        })
     }
 
     /// See `StoreReady::needs_sync`. The storage holds the hard state last handed to the
@@ -1008,6 +1022,15 @@ fn install_snapshot(peer: &mut Peer, snapshot: &Snapshot) {
             peer.region.id, snapshot.metadata.index
         ),
     }
+}
+
+/// See `StoreReady::is_barrier`.
+fn is_barrier(ready: &Ready) -> bool {
+    ready.snapshot.is_some()
+        || ready.soft_state.is_some()
+        || ready.committed_entries.iter().any(|entry| {
+            entry.kind == EntryKind::ConfChange || entry.data.first() == Some(&SPLIT_FORMAT)
+        })
 }
 
 /// Applies one committed entry's payload; a split's new Region goes to `splits`.

@@ -22,8 +22,9 @@ use tessera_node::kv::KvState;
 use tessera_node::region::{owning_core, Region};
 use tessera_node::request::KvResult;
 use tessera_node::server::bootstrap::{initial_layout, recover_store, recovery_batch};
+use tessera_node::server::core::ROUNDS_IN_FLIGHT_MAX;
 use tessera_node::server::round::{round_batch, Carried};
-use tessera_node::store::{Store, StoreConfig, Token};
+use tessera_node::store::{Store, StoreConfig, StoreReady, Token};
 use tessera_wal::{MemLog, SegmentSeq};
 
 use super::digest;
@@ -55,6 +56,8 @@ pub struct ClusterStats {
     pub tails_lost: u64,
     pub restarts: u64,
     pub wal_records: u64,
+    /// Rounds taken while earlier rounds of their core were not synced yet.
+    pub rounds_pipelined: u64,
     pub rotations: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
@@ -68,6 +71,11 @@ struct SimCore {
     crashed: Option<Vec<(SegmentSeq, Vec<u8>)>>,
     /// Compaction marks and commit-only hard states for the next batch (lost in a crash).
     carried: Carried,
+    /// Rounds taken whose batches are written but not synced yet, oldest first: they stay
+    /// in flight across steps (a slow disk), while events keep arriving (lost in a crash).
+    in_flight: Vec<StoreReady>,
+    /// Bytes written since the last sync.
+    unsynced: bool,
     /// Requests waiting for the Store: token → (client, attempt).
     waiting: BTreeMap<Token, (usize, u64)>,
     next_token: Token,
@@ -126,6 +134,8 @@ impl Cluster {
                     disk: SimDisk::new(),
                     crashed: None,
                     carried: Carried::default(),
+                    in_flight: Vec::new(),
+                    unsynced: false,
                     waiting: BTreeMap::new(),
                     next_token: 1,
                 })
@@ -219,6 +229,8 @@ impl Cluster {
             }
             core.waiting.clear();
             core.carried = Carried::default();
+            core.in_flight.clear();
+            core.unsynced = false;
             let (segments, fate) = core.disk.crash(&mut self.rng);
             match fate {
                 TailFate::Lost => self.stats.tails_lost += 1,
@@ -315,39 +327,78 @@ impl Cluster {
         }
     }
 
-    /// Step 2 of the module docs, until the Store is idle or a fault stops the node.
+    /// Step 2 of the module docs, until the Store is idle, a fault stops the node, or the
+    /// disk is "still syncing".
+    ///
+    /// Pipelined like the driver (`CoreLoop::run`): the core takes rounds while it has room
+    /// (`ROUNDS_IN_FLIGHT_MAX`, never past a barrier round), writing each batch; the sync
+    /// that makes them durable finishes now or (a coin toss) only in a later step, so the
+    /// rounds stay in flight while messages and requests are stepped into the Store and
+    /// further rounds are taken. Synced rounds complete in order.
     fn run_rounds(&mut self, id: NodeId, index: usize) -> Result<(), Stop> {
         for _ in 0..ROUNDS_PER_STEP_MAX {
-            let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
-            let store = core.store.as_mut().expect("up");
-            let Some(mut ready) = store.ready() else {
+            let took = self.take_round(id, index)?;
+            let core = &self.nodes[&id].cores[index];
+            if took && core.in_flight.len() < ROUNDS_IN_FLIGHT_MAX {
+                continue;
+            }
+            if core.in_flight.is_empty() {
                 return Ok(());
-            };
-            let now = ready.messages_now();
-            let round = round_batch(&ready, &mut core.carried);
-            for received in &round.received_snapshots {
-                core.disk.write_snapshot(received);
             }
-            let mut stop = None;
-            if !round.batch.is_empty() {
-                self.stats.wal_records += 1;
-                self.stats.rotations += u64::from(core.disk.write(&round.batch));
-                let roll = self.rng.range(0, 1000);
-                let faults = self.disk_faults;
-                if roll < faults.crash_in_write_permille {
-                    stop = Some(Stop::CrashInWrite);
-                } else if roll < faults.crash_in_write_permille + faults.fsync_fail_permille {
-                    stop = Some(Stop::FsyncFailed);
-                } else {
-                    core.disk.sync();
-                }
+            if self.rng.range(0, 3) == 0 {
+                return Ok(()); // the sync is not done yet: the rounds stay in flight
             }
-            // Messages that need no durability left before the write (a leader sends its
-            // appends while persisting its own copy), even if the write then fails.
-            self.send_raft(id, now);
-            if let Some(stop) = stop {
-                return Err(stop);
+            self.complete_rounds(id, index)?;
+        }
+        panic!(
+            "{id:?} core {index}: the Store did not go idle within {ROUNDS_PER_STEP_MAX} rounds"
+        );
+    }
+
+    /// Takes one round if the pipeline has room and the Store has work: writes its batch
+    /// (not synced yet) and sends what may leave at once. Returns whether it took one.
+    fn take_round(&mut self, id: NodeId, index: usize) -> Result<bool, Stop> {
+        let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+        let room = core.in_flight.len() < ROUNDS_IN_FLIGHT_MAX
+            && !core.in_flight.iter().any(StoreReady::is_barrier);
+        let store = core.store.as_mut().expect("up");
+        let Some(mut ready) = room.then(|| store.ready()).flatten() else {
+            return Ok(false);
+        };
+        self.stats.rounds_pipelined += u64::from(!core.in_flight.is_empty());
+        let now = ready.messages_now();
+        let round = round_batch(&ready, &mut core.carried);
+        for received in &round.received_snapshots {
+            core.disk.write_snapshot(received);
+        }
+        let mut crashed = false;
+        if !round.batch.is_empty() {
+            self.stats.wal_records += 1;
+            self.stats.rotations += u64::from(core.disk.write(&round.batch));
+            core.unsynced = true;
+            crashed = self.rng.range(0, 1000) < self.disk_faults.crash_in_write_permille;
+        }
+        core.in_flight.push(ready);
+        // Messages that need no durability left before the write (a leader sends its
+        // appends while persisting its own copy), even if the write then fails.
+        self.send_raft(id, now);
+        if crashed {
+            return Err(Stop::CrashInWrite);
+        }
+        Ok(true)
+    }
+
+    /// The sync of everything written finished: the rounds in flight complete in order.
+    fn complete_rounds(&mut self, id: NodeId, index: usize) -> Result<(), Stop> {
+        let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+        if core.unsynced {
+            if self.rng.range(0, 1000) < self.disk_faults.fsync_fail_permille {
+                return Err(Stop::FsyncFailed);
             }
+            core.disk.sync();
+            core.unsynced = false;
+        }
+        for ready in std::mem::take(&mut core.in_flight) {
             let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
             let store = core.store.as_mut().expect("up");
             let persisted = store.on_persisted(ready);
@@ -358,9 +409,7 @@ impl Cluster {
             }
             self.send_raft(id, persisted.messages);
         }
-        panic!(
-            "{id:?} core {index}: the Store did not go idle within {ROUNDS_PER_STEP_MAX} rounds"
-        );
+        Ok(())
     }
 
     fn stop(&mut self, id: NodeId, index: usize, stop: Stop) {

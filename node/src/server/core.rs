@@ -1,26 +1,31 @@
 //! One core's event loop: the thin glue between sockets, the WAL and the Store.
 //!
 //! Each turn of the loop:
-//! 1. waits for at least one event, then drains every event already queued (Raft batches,
-//!    client requests, ticks) into the Store;
-//! 2. while the Store has work: sends what may leave at once, writes every Region's entries
-//!    and hard states in ONE WAL append (one write + one fdatasync), then lets the Store
-//!    apply, answers the clients, and sends what waited for durability. A round that only
-//!    moved commit indexes writes nothing (see `round.rs`): it applies and answers first,
-//!    then sends its commit notices;
-//! 3. answers the clients whose requests needed no round (errors, raw reads).
+//! 1. waits for at least one event (or a WAL append to complete), then drains every event
+//!    already queued (Raft batches, client requests, ticks) into the Store;
+//! 2. while the Store has work: takes a round, sends what may leave at once, and queues
+//!    every Region's entries and hard states as ONE WAL append (the WAL's group commit makes
+//!    the appends queued meanwhile one write + one fdatasync);
+//! 3. when the oldest round's append is durable: lets the Store apply it, answers the
+//!    clients, and sends what waited for durability (rounds complete in order). A round that
+//!    only moved commit indexes writes nothing (see `round.rs`): with nothing in flight it
+//!    applies and answers at once, then sends its commit notices;
+//! 4. answers the clients whose requests needed no round (errors, raw reads).
+//!
+//! Steps 1 and 2 go on while appends are in flight (pipelining, see `CoreLoop::run`), so
+//! requests, acknowledgements and ticks are not held up by a slow fdatasync.
 //!
 //! A WAL write or fsync failure stops the node: after a failed fsync the kernel may have
 //! dropped the dirty pages, so retrying could acknowledge data that is not on disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use tessera_core::{LogIndex, Message, NodeId, RegionId, Term};
+use tessera_core::{Message, NodeId, RegionId};
 use tessera_transport::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, NodeStatus, RegionDescriptor,
     RegionStatus as WireRegionStatus,
@@ -33,7 +38,7 @@ use crate::config::PeerDialAddr;
 use crate::latency;
 use crate::meta::DataMeta;
 use crate::region::{owning_core, Region};
-use crate::store::{Persisted, Store, StoreReady, Token};
+use crate::store::{Persisted, SnapshotTaken, Store, StoreReady, Token};
 
 use super::clients::{encode_response, to_kv_request, to_wire_epoch, to_wire_result, ReplyTo};
 use super::cross_core::{CrossCore, Links};
@@ -43,6 +48,27 @@ use super::snapshot_files;
 
 /// Events waiting for the core loop, at most this many (then senders back off).
 pub const INBOX_EVENTS_MAX: usize = 65_536;
+
+/// Rounds whose WAL batches may be in flight at once (see `CoreLoop::run`). Generous on
+/// purpose: while the disk stalls, heartbeats and votes still leave in new rounds (a full
+/// pipeline would silence the leader until followers elect another); the WAL's group commit
+/// joins the queued batches, and the Store bounds the requests behind them.
+pub const ROUNDS_IN_FLIGHT_MAX: usize = 256;
+
+/// A round taken from the Store whose WAL batch is being made durable.
+struct InFlight {
+    ready: StoreReady,
+    leaders: Vec<(RegionId, Option<NodeId>)>,
+    /// The WAL append; `None` for a round that wrote nothing, which completes with the
+    /// round before it.
+    append: Option<glommio::task::JoinHandle<tessera_wal::Result<()>>>,
+}
+
+/// What woke the core loop.
+enum Wake {
+    Event(Option<Event>),
+    Appended(Option<tessera_wal::Result<()>>),
+}
 
 /// What the core loop reacts to.
 pub enum Event {
@@ -86,7 +112,10 @@ pub struct CoreLoop {
     pub cores: usize,
     pub meta: Rc<DataMeta>,
     pub store: Store,
-    pub wal: Wal,
+    /// Shared with the append tasks of the rounds in flight.
+    wal: Rc<Wal>,
+    /// Rounds taken from the Store whose WAL batches are not durable yet, oldest first.
+    in_flight: VecDeque<InFlight>,
     pub snapshot_dir: PathBuf,
     pub transport: Rc<TransportConfig>,
     pub shutdown: Arc<AtomicBool>,
@@ -155,7 +184,8 @@ impl CoreLoop {
             cores: parts.meta.cores,
             meta: parts.meta,
             store: parts.store,
-            wal: parts.wal,
+            wal: Rc::new(parts.wal),
+            in_flight: VecDeque::new(),
             snapshot_dir: parts.snapshot_dir,
             transport: parts.transport,
             shutdown: parts.shutdown,
@@ -228,28 +258,68 @@ impl CoreLoop {
 
     /// Runs until shutdown is requested or the WAL fails.
     ///
+    /// Rounds are pipelined: while a round's WAL batch is being written and synced, the loop
+    /// keeps stepping events into the Store and takes further rounds (sending their appends
+    /// and queueing their batches, which the WAL's group commit joins), up to
+    /// `ROUNDS_IN_FLIGHT_MAX`. Rounds complete in order (`Store::on_persisted`, answers,
+    /// messages that waited for durability) as their batches become durable. A round that
+    /// may change which groups exist or who leads them (`StoreReady::is_barrier`) is
+    /// completed before the next one is taken.
+    ///
     /// # Errors
     /// `CoreError` when the WAL or a snapshot cannot be written.
     pub async fn run(mut self, events: LocalReceiver<Event>) -> Result<Wal, CoreError> {
         self.init_routing();
         self.store.campaign_all();
         self.persist_pd();
-        self.run_rounds().await?;
-        while let Some(event) = events.recv().await {
-            self.on_event(event);
-            while let Some(Some(event)) = futures_lite::future::poll_once(events.recv()).await {
-                self.on_event(event);
+        loop {
+            self.start_rounds()?;
+            match self.next_wake(&events).await {
+                Wake::Event(Some(event)) => {
+                    self.on_event(event);
+                    while let Some(Some(event)) =
+                        futures_lite::future::poll_once(events.recv()).await
+                    {
+                        self.on_event(event);
+                    }
+                }
+                Wake::Event(None) => break,
+                Wake::Appended(result) => self.on_appended(result)?,
             }
-            self.run_rounds().await?;
             self.answer_clients();
             if self.shutdown.load(Ordering::Relaxed) {
                 break;
             }
         }
+        while let Some(front) = self.in_flight.front_mut() {
+            let result = match front.append.as_mut() {
+                Some(append) => append.await,
+                None => Some(Ok(())),
+            };
+            self.on_appended(result)?;
+        }
         // Commit indexes of the last rounds were not written yet: a clean restart finds them.
         let carried = self.carried.take_batch();
         self.append_durably(carried).await?;
-        Ok(self.wal)
+        let wal = Rc::try_unwrap(self.wal);
+        Ok(wal.unwrap_or_else(|_| panic!("core {}: an append task outlived its round", self.core)))
+    }
+
+    /// Waits for the next event, or for the oldest round's WAL batch to be durable.
+    async fn next_wake(&mut self, events: &LocalReceiver<Event>) -> Wake {
+        let append = self
+            .in_flight
+            .front_mut()
+            .and_then(|round| round.append.as_mut());
+        match append {
+            Some(append) => {
+                futures_lite::future::or(async { Wake::Appended(append.await) }, async {
+                    Wake::Event(events.recv().await)
+                })
+                .await
+            }
+            None => Wake::Event(events.recv().await),
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -489,57 +559,93 @@ impl CoreLoop {
         }
     }
 
-    /// Step 2 of the module docs, until the Store is idle. Clients are answered after each
-    /// round, so an answer never waits for a later round's fdatasync.
-    async fn run_rounds(&mut self) -> Result<(), CoreError> {
+    /// Step 2 of the module docs: takes rounds from the Store while it has work and the
+    /// pipeline has room (see `run`). A round that writes nothing completes at once when no
+    /// other round is in flight, else with the round before it.
+    fn start_rounds(&mut self) -> Result<(), CoreError> {
         self.free_destroyed()?;
-        while let Some(mut ready) = self.store.ready() {
-            let mut now = Some(ready.messages_now());
+        while self.in_flight.len() < ROUNDS_IN_FLIGHT_MAX
+            && !self.in_flight.iter().any(|round| round.ready.is_barrier())
+        {
+            let Some(mut ready) = self.store.ready() else {
+                break;
+            };
+            let now = ready.messages_now();
             let leaders = ready
                 .groups()
                 .iter()
                 .filter_map(|(region, group)| group.soft_state.map(|s| (*region, s.leader)))
                 .collect();
             let batch = self.wal_batch(&ready)?;
-            let synced = !batch.is_empty();
-            if synced {
-                // A leader's appends leave while its own copy is written.
-                self.send_raft(now.take().unwrap_or_default(), "now");
-                self.append(batch, &ready).await?;
-            }
-            let persisted: Persisted = self.store.on_persisted(ready);
-            // Answers first: in a round that wrote nothing the messages are commit notices
-            // and heartbeats, which can wait the moment it takes; a client should not.
-            self.answer_clients();
-            if let Some(now) = now {
+            if batch.is_empty() && self.in_flight.is_empty() {
+                // Answers first: such a round's messages are commit notices and heartbeats,
+                // which can wait the moment it takes; a client should not.
+                self.finish_round(ready, leaders)?;
                 self.send_raft(now, "now");
+                continue;
             }
-            self.send_raft(persisted.messages, "persisted");
-            for taken in persisted.snapshots {
-                self.write_snapshot(
-                    taken.region,
-                    taken.index,
-                    taken.term,
-                    &taken.conf_state,
-                    &taken.data,
-                )?;
-            }
-            let changed = self.store.take_changed_regions();
-            self.on_regions_changed(changed);
-            self.on_leaders_changed(leaders);
-            self.free_destroyed()?;
+            // A leader's appends leave while its own copy is written.
+            self.send_raft(now, "now");
+            let append = (!batch.is_empty()).then(|| {
+                if latency::enabled() {
+                    trace_wal_issue(&ready, &batch);
+                }
+                let wal = self.wal.clone();
+                glommio::spawn_local(async move { wal.append(batch).await }).detach()
+            });
+            self.in_flight.push_back(InFlight {
+                ready,
+                leaders,
+                append,
+            });
         }
         Ok(())
     }
 
-    /// One WAL append: one write and one fdatasync (with whatever else is queued).
-    async fn append(&mut self, batch: LogBatch, ready: &StoreReady) -> Result<(), CoreError> {
-        if latency::enabled() {
-            trace_wal_issue(ready, &batch);
+    /// The oldest round's WAL batch is durable (or its append failed): completes it and the
+    /// rounds behind it that wrote nothing.
+    fn on_appended(&mut self, result: Option<tessera_wal::Result<()>>) -> Result<(), CoreError> {
+        let wal_error = |source| CoreError::Wal {
+            core: self.core,
+            source,
+        };
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(source)) => return Err(wal_error(source)),
+            None => return Err(wal_error(tessera_wal::WalError::Closed)),
         }
-        self.append_durably(batch).await?;
         tracing::debug!(target: latency::TARGET, "wal_done");
+        let round = self.in_flight.pop_front().expect("a round was in flight");
+        self.finish_round(round.ready, round.leaders)?;
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|round| round.append.is_none())
+        {
+            let round = self.in_flight.pop_front().expect("checked");
+            self.finish_round(round.ready, round.leaders)?;
+        }
         Ok(())
+    }
+
+    /// A round is durable: the Store applies it, clients are answered, and the messages that
+    /// waited for durability leave. Clients are answered after every round, so an answer
+    /// never waits for a later round's fdatasync.
+    fn finish_round(
+        &mut self,
+        ready: StoreReady,
+        leaders: Vec<(RegionId, Option<NodeId>)>,
+    ) -> Result<(), CoreError> {
+        let persisted: Persisted = self.store.on_persisted(ready);
+        self.answer_clients();
+        self.send_raft(persisted.messages, "persisted");
+        for taken in &persisted.snapshots {
+            self.write_snapshot(taken)?;
+        }
+        let changed = self.store.take_changed_regions();
+        self.on_regions_changed(changed);
+        self.on_leaders_changed(leaders);
+        self.free_destroyed()
     }
 
     async fn append_durably(&self, batch: LogBatch) -> Result<(), CoreError> {
@@ -557,47 +663,34 @@ impl CoreLoop {
     fn wal_batch(&mut self, ready: &StoreReady) -> Result<LogBatch, CoreError> {
         let round = round_batch(ready, &mut self.carried);
         for taken in &round.received_snapshots {
-            self.write_snapshot_file(
-                taken.region,
-                taken.index,
-                taken.term,
-                &taken.conf_state,
-                &taken.data,
-            )?;
+            self.write_snapshot_file(taken)?;
         }
         Ok(round.batch)
     }
 
     /// A snapshot this core took: written durably, then its compaction mark goes in the
     /// next WAL batch (never before the file is durable).
-    fn write_snapshot(
-        &mut self,
-        region: RegionId,
-        index: LogIndex,
-        term: Term,
-        conf: &tessera_core::ConfState,
-        data: &[u8],
-    ) -> Result<(), CoreError> {
-        self.write_snapshot_file(region, index, term, conf, data)?;
-        self.carried.compacted(region, index, term);
+    fn write_snapshot(&mut self, taken: &SnapshotTaken) -> Result<(), CoreError> {
+        self.write_snapshot_file(taken)?;
+        self.carried
+            .compacted(taken.region, taken.index, taken.term);
         Ok(())
     }
 
-    fn write_snapshot_file(
-        &self,
-        region: RegionId,
-        index: LogIndex,
-        term: Term,
-        conf: &tessera_core::ConfState,
-        data: &[u8],
-    ) -> Result<(), CoreError> {
+    fn write_snapshot_file(&self, taken: &SnapshotTaken) -> Result<(), CoreError> {
         let started = std::time::Instant::now();
-        snapshot_files::write(&self.snapshot_dir, region, index, term, conf, data).map_err(
-            |message| CoreError::Snapshot {
+        let SnapshotTaken {
+            region,
+            index,
+            term,
+            conf_state,
+            data,
+        } = taken;
+        snapshot_files::write(&self.snapshot_dir, *region, *index, *term, conf_state, data)
+            .map_err(|message| CoreError::Snapshot {
                 core: self.core,
                 message,
-            },
-        )?;
+            })?;
         tracing::debug!(
             target: latency::TARGET,
             region = region.0,
