@@ -42,12 +42,12 @@ struct Args {
     /// Zero-fill segments ahead of need (`WalOptions::zero_fill_segments`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     zero_fill_segments: bool,
-    /// Seconds of appends before measuring (the first segment of a fresh WAL is not
-    /// zero-filled; at 64 appenders it fills within about a second on the reference disk).
+    /// Seconds of appends before measuring (a fresh WAL's first segment is zero-filled in the
+    /// background right after opening, which takes well under a second on the reference disk).
     #[arg(long, default_value_t = 2)]
     warmup_seconds: u64,
-    /// WAL segment size in bytes (`WalOptions::segment_size_bytes`); small segments reach the
-    /// zero-filled ones sooner.
+    /// WAL segment size in bytes (`WalOptions::segment_size_bytes`); small segments rotate
+    /// (and zero-fill spares) more often.
     #[arg(long)]
     segment_bytes: Option<u64>,
 }
