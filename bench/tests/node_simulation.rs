@@ -15,6 +15,13 @@
 //!   (`TESSERA_NODE_SIM_SEEDS`, default 300; `TESSERA_NODE_SIM_STEPS`, default 4000).
 //! - `TESSERA_NODE_SIM_SEED=<seed>` replays exactly one seed (even seeds: 3 nodes, odd: 5).
 //! - The soak: `TESSERA_NODE_SIM_SEEDS=10000 cargo test --release -p tessera-bench --test node_simulation`.
+//!
+//! Membership changes: a second test runs 5 nodes with three replicas per Region and moves
+//! Regions between the nodes under the same faults (the simulated placement driver in
+//! `node_sim/cluster.rs`): learners seeded by snapshot, promotions, leadership transfers,
+//! removals, destroyed replicas and their tombstones across crashes. Its budget:
+//! `TESSERA_NODE_SIM_MOVE_SEEDS` (default 200) x `TESSERA_NODE_SIM_STEPS`; replay one seed
+//! with `TESSERA_NODE_SIM_MOVE_SEED=<seed>`.
 
 mod node_sim;
 
@@ -22,7 +29,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use node_sim::run::{run, RunStats};
+use node_sim::run::{run_with, RunStats};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
@@ -41,16 +48,26 @@ fn nodes_for(seed: u64) -> u64 {
 
 /// Runs one seed, turning a panic into an error that names the seed and how to replay it.
 fn run_checked(seed: u64, steps: u64) -> Result<RunStats, String> {
-    catch_unwind(AssertUnwindSafe(|| run(seed, nodes_for(seed), steps))).map_err(|panic| {
+    run_checked_with(seed, steps, false)
+}
+
+/// As `run_checked`; with `moves`, 5 nodes and Regions moved between them.
+fn run_checked_with(seed: u64, steps: u64, moves: bool) -> Result<RunStats, String> {
+    let nodes = if moves { 5 } else { nodes_for(seed) };
+    catch_unwind(AssertUnwindSafe(|| run_with(seed, nodes, steps, moves))).map_err(|panic| {
         let reason = panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
+        let seed_var = if moves {
+            "TESSERA_NODE_SIM_MOVE_SEED"
+        } else {
+            "TESSERA_NODE_SIM_SEED"
+        };
         format!(
-            "node simulation failed for seed {seed} ({} nodes, {steps} steps): {reason}\n\
-             replay: TESSERA_NODE_SIM_SEED={seed} TESSERA_NODE_SIM_STEPS={steps} cargo test -p tessera-bench --test node_simulation",
-            nodes_for(seed)
+            "node simulation failed for seed {seed} ({nodes} nodes, {steps} steps, moves: {moves}): {reason}\n\
+             replay: {seed_var}={seed} TESSERA_NODE_SIM_STEPS={steps} cargo test -p tessera-bench --test node_simulation"
         )
     })
 }
@@ -64,6 +81,20 @@ fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
         return;
     }
     let seeds = env_u64("TESSERA_NODE_SIM_SEEDS").unwrap_or(300);
+    let totals = run_seeds(seeds, steps, false);
+    // The schedule must exercise the faults it claims to.
+    assert!(totals.crashes >= seeds && totals.crashes_in_write > 0 && totals.fsync_failures > 0);
+    assert!(totals.torn_tails > 0 && totals.tails_lost > 0 && totals.partitions >= seeds);
+    assert!(totals.rotations > 0 && totals.snapshots_installed > 0);
+    assert!(
+        totals.rounds_pipelined > 0,
+        "no round was taken before the last one was synced"
+    );
+    assert!(totals.operations_checked >= 100 * seeds && totals.unknown > 0);
+}
+
+/// Runs seeds `0..seeds` on every CPU; panics naming the failed seeds.
+fn run_seeds(seeds: u64, steps: u64, moves: bool) -> Totals {
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let totals = Mutex::new(Totals::default());
@@ -75,7 +106,7 @@ fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
                 if seed >= seeds || !failures.lock().unwrap().is_empty() {
                     return;
                 }
-                match run_checked(seed, steps) {
+                match run_checked_with(seed, steps, moves) {
                     Ok(stats) => totals.lock().unwrap().add(&stats),
                     Err(error) => failures.lock().unwrap().push(error),
                 }
@@ -85,16 +116,26 @@ fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let totals = totals.into_inner().unwrap();
-    println!("{seeds} seeds x {steps} steps: {totals:#?}");
-    // The schedule must exercise the faults it claims to.
-    assert!(totals.crashes >= seeds && totals.crashes_in_write > 0 && totals.fsync_failures > 0);
-    assert!(totals.torn_tails > 0 && totals.tails_lost > 0 && totals.partitions >= seeds);
-    assert!(totals.rotations > 0 && totals.snapshots_installed > 0);
+    println!("{seeds} seeds x {steps} steps (moves: {moves}): {totals:#?}");
+    totals
+}
+
+#[test]
+fn regions_moved_between_simulated_nodes_under_faults_stay_linearizable_and_durable() {
+    let steps = env_u64("TESSERA_NODE_SIM_STEPS").unwrap_or(4_000);
+    if let Some(seed) = env_u64("TESSERA_NODE_SIM_MOVE_SEED") {
+        let stats = run_checked_with(seed, steps, true).unwrap_or_else(|e| panic!("{e}"));
+        println!("seed {seed}: {stats:#?}");
+        return;
+    }
+    let seeds = env_u64("TESSERA_NODE_SIM_MOVE_SEEDS").unwrap_or(200);
+    let totals = run_seeds(seeds, steps, true);
+    // Moves must really happen, complete and destroy the replicas they remove.
     assert!(
-        totals.rounds_pipelined > 0,
-        "no round was taken before the last one was synced"
+        totals.moves_done >= seeds && totals.replicas_destroyed >= seeds,
+        "{totals:#?}"
     );
-    assert!(totals.operations_checked >= 100 * seeds && totals.unknown > 0);
+    assert!(totals.operations_checked >= 100 * seeds && totals.crashes >= seeds);
 }
 
 #[test]
@@ -132,6 +173,9 @@ struct Totals {
     failed: u64,
     unknown: u64,
     liveness_steps_max: u64,
+    moves_started: u64,
+    moves_done: u64,
+    replicas_destroyed: u64,
 }
 
 impl Totals {
@@ -157,5 +201,8 @@ impl Totals {
         self.failed += run.clients.failed;
         self.unknown += run.clients.unknown;
         self.liveness_steps_max = self.liveness_steps_max.max(run.liveness_steps);
+        self.moves_started += c.moves_started;
+        self.moves_done += c.moves_done;
+        self.replicas_destroyed += c.replicas_destroyed;
     }
 }

@@ -7,7 +7,8 @@
 //!    store the driver cannot see, and counts from a silent store are not trusted);
 //! 2. a fullest store (most Region replicas) gives one Region to the emptiest, if their
 //!    counts differ by more than one;
-//! 3. the Region is one that the emptiest store does not hold, whose replicas are all on
+//! 3. the Region is one that the emptiest store does not hold (not even a removed replica
+//!    it has not destroyed yet, see `Placement::holds_replica`), whose replicas are all on
 //!    live stores and whose leader is known; one the giving store does not lead is
 //!    preferred (no leadership transfer is needed), then the lowest ids (determinism).
 //!
@@ -98,7 +99,10 @@ pub fn plan_move(placement: &Placement, now_ms: u64) -> Option<MoveRecord> {
     let candidates = fullest.flat_map(|from| {
         placement.regions().values().filter_map(move |record| {
             let peers = &record.meta.peers;
-            let movable = peers.contains(&from) && !peers.contains(&emptiest) && record.leader != 0;
+            let movable = peers.contains(&from)
+                && !peers.contains(&emptiest)
+                && !placement.holds_replica(emptiest, record.meta.id)
+                && record.leader != 0;
             movable.then_some((record.leader == from, record.meta.id, from))
         })
     });
@@ -178,6 +182,30 @@ mod tests {
         pd.order_move(RegionId(order.region), NodeId(order.from), NodeId(order.to))
             .unwrap();
         assert_eq!(plan(&pd, 1000, true), None, "one move at a time");
+    }
+
+    #[test]
+    fn no_move_targets_a_store_that_still_reports_a_replica_of_the_region() {
+        let mut pd = placement(1000);
+        // Store 4 still reports a (removed, not yet destroyed) replica of every Region.
+        let stale: Vec<RegionReport> = pd
+            .status(1000)
+            .regions
+            .into_iter()
+            .map(|mut r| {
+                r.region.epoch.conf_version = 0;
+                r
+            })
+            .collect();
+        pd.on_heartbeat(NodeId(4), &stale, 1000).unwrap();
+        assert_eq!(plan(&pd, 1000, false), None);
+        let refused = pd.order_move(RegionId(1), NodeId(0), NodeId(4));
+        assert!(refused.is_err_and(|e| e.contains("still holds")));
+        pd.on_heartbeat(NodeId(4), &[], 1000).unwrap();
+        assert!(
+            plan(&pd, 1000, false).is_some(),
+            "destroyed: a target again"
+        );
     }
 
     #[test]

@@ -74,10 +74,13 @@ struct PdFile {
 }
 
 /// A store's liveness as seen since the driver started (not persisted: it is about now).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Liveness {
     last_heartbeat_ms: Option<u64>,
     heartbeats: u64,
+    /// The Regions the store reported a replica of in its last heartbeat (a removed one
+    /// stays until the store destroys it).
+    regions: std::collections::BTreeSet<u64>,
 }
 
 /// The placement driver's metadata. See the module docs.
@@ -222,6 +225,7 @@ impl Placement {
         let liveness = self.liveness.entry(node.0).or_default();
         liveness.last_heartbeat_ms = Some(now_ms);
         liveness.heartbeats += 1;
+        liveness.regions = reports.iter().map(|r| r.region.region_id.0).collect();
         let mut changed = false;
         for report in reports {
             changed |= self.record(node, report);
@@ -337,6 +341,15 @@ impl Placement {
         &self.regions
     }
 
+    /// True if `node`'s last heartbeat reported a replica of `region`. A move must not target
+    /// such a store: a stale replica there could acknowledge the re-add's entries and then
+    /// apply its own old removal, and the leader would count on a log that is gone.
+    pub fn holds_replica(&self, node: u64, region: u64) -> bool {
+        self.liveness
+            .get(&node)
+            .is_some_and(|l| l.regions.contains(&region))
+    }
+
     /// When `node` last sent a heartbeat (driver clock, ms), if it did since the start.
     pub fn last_heartbeat_ms(&self, node: u64) -> Option<u64> {
         self.liveness.get(&node).and_then(|l| l.last_heartbeat_ms)
@@ -392,6 +405,13 @@ impl Placement {
         let peers = &record.meta.peers;
         if peers.contains(&to.0) {
             return Err(format!("region {} is on store {} already", region.0, to.0));
+        }
+        if self.holds_replica(to.0, region.0) {
+            return Err(format!(
+                "store {} still holds a replica of region {} (a removed one, being destroyed); \
+                 try again after its next heartbeat",
+                to.0, region.0
+            ));
         }
         if let Some(current) = self.moves.get(&region.0) {
             return Err(format!(
@@ -468,7 +488,7 @@ impl Placement {
                 let liveness = self
                     .liveness
                     .get(&store.node_id)
-                    .copied()
+                    .cloned()
                     .unwrap_or_default();
                 StoreReport {
                     store: crate::server::pd::store_descriptor(store),

@@ -754,7 +754,8 @@ impl Store {
         core.storage_mut().persist_ready(ready);
     }
 
-    /// Applies a round's committed entries; true if one removed this replica.
+    /// Applies a round's committed entries; true if they removed this replica (and no
+    /// later one in the round added it back).
     fn apply_group(&mut self, region: RegionId, ready: &Ready) -> bool {
         let node = self.config.node;
         let mut removed_here = false;
@@ -850,7 +851,9 @@ impl Store {
                 self.replies.push((read.token, Err(error)));
             }
         }
-        removed_here
+        // A removal followed in the same round by a re-add (a lagging replica applying both)
+        // leaves this replica a member: only the membership at the end counts.
+        removed_here && !peer.conf.contains(node)
     }
 
     /// Creates the Region a split made (rule 3 of `split.rs`) from an initial snapshot of its
@@ -945,8 +948,9 @@ impl Store {
         let core = self.raft.group_mut(region).expect("exists");
         let applied = core.applied();
         let first = core.storage().first_index();
+        // `first` is one past the current snapshot: forced, one applied entry suffices.
         let interval = if force {
-            1
+            0
         } else {
             self.config.snapshot_interval_entries
         };

@@ -1067,3 +1067,81 @@ fn a_move_cut_off_mid_way_leaves_the_region_serving_and_resumes_under_a_new_lead
     assert_replicas_hold(&cluster, &remaining, 35);
     assert!(cluster.stores[&NodeId(from)].raft(RegionId(1)).is_none());
 }
+
+impl Cluster {
+    /// Takes `MoveStep`s at the leader (ticking between them) until the move is done.
+    fn move_until_done(&mut self, from: u64, to: u64) {
+        for _ in 0..60 {
+            if let KvReply::MoveStep { done: true, .. } =
+                self.move_step(RegionId(1), from, to).unwrap()
+            {
+                return;
+            }
+            self.tick(2);
+        }
+        panic!("moving region 1 from {from} to {to} did not finish");
+    }
+}
+
+/// Found by the node simulation: a lagging replica that applied its removal and its re-add
+/// in one round destroyed itself although it was a member again.
+#[test]
+fn a_replica_removed_and_added_back_in_one_round_is_kept() {
+    let mut cluster = four_stores_with_writes(1000, 10);
+    let leader = cluster.leader(RegionId(1)).unwrap();
+    let lagging = if leader.0 == 1 { 2 } else { 1 };
+    // Store 4 becomes a voter with the lagging replica up; the lagging one then misses its
+    // removal.
+    for _ in 0..60 {
+        if cluster.conf(leader.0, RegionId(1)).is_voter(NodeId(4)) {
+            break;
+        }
+        let _ = cluster.move_step(RegionId(1), lagging, 4).unwrap();
+        cluster.tick(2);
+    }
+    cluster.down.push(NodeId(lagging));
+    cluster.move_until_done(lagging, 4);
+    // Back again: the lagging replica, still down, is added as a learner.
+    let step = cluster.move_step(RegionId(1), 4, lagging).unwrap();
+    assert!(
+        matches!(&step, KvReply::MoveStep { detail, .. } if detail.contains("AddLearner")),
+        "{step:?}"
+    );
+    // It comes back and, before the next step, receives its removal and its re-add
+    // together (the log is not compacted, so by appends).
+    cluster.down.clear();
+    cluster.tick(3);
+    assert_eq!(
+        cluster.stores[&NodeId(lagging)].stats().snapshots_installed,
+        0
+    );
+    cluster.move_until_done(4, lagging);
+    cluster.tick(5);
+    let store = &cluster.stores[&NodeId(lagging)];
+    assert_eq!(store.stats().replicas_destroyed, 0);
+    assert!(store.tombstones().is_empty());
+    let remaining: Vec<u64> = [1, 2, 3].into_iter().collect();
+    assert_replicas_hold(&cluster, &remaining, 10);
+}
+
+/// Found by the node simulation: moving a Region back onto a store that destroyed its old
+/// replica, in a Region without new writes, must seed it with a snapshot newer than the
+/// tombstone (an older one is refused forever), even with a single entry to cover.
+#[test]
+fn a_region_moved_back_onto_a_store_with_its_tombstone_is_seeded_by_a_newer_snapshot() {
+    let mut cluster = four_stores_with_writes(10, 30);
+    let leader = cluster.leader(RegionId(1)).unwrap();
+    let from = if leader.0 == 1 { 2 } else { 1 };
+    cluster.move_until_done(from, 4);
+    cluster.tick(5);
+    assert_eq!(cluster.stores[&NodeId(from)].stats().replicas_destroyed, 1);
+    assert!(cluster.stores[&NodeId(from)]
+        .tombstones()
+        .contains_key(&RegionId(1)));
+    cluster.move_until_done(4, from);
+    cluster.tick(5);
+    let back = &cluster.stores[&NodeId(from)];
+    assert!(back.regions().any(|r| r.id == RegionId(1)), "seeded again");
+    let remaining: Vec<u64> = [1, 2, 3].into_iter().collect();
+    assert_replicas_hold(&cluster, &remaining, 30);
+}

@@ -216,6 +216,16 @@ impl Clients {
                 None => client.leader_guess.remove(&region),
             };
         }
+        if let Err(KvError::RegionNotFound(_)) = &result {
+            // The Region left that node (a move): ask another.
+            client.leader_guess.remove(&region);
+        }
+        if let Err(KvError::StaleEpoch { current }) = &result {
+            // A membership change bumped the conf version: route with the newer epoch.
+            if let Some(known) = self.regions.iter_mut().find(|r| r.id == current.id) {
+                known.epoch = known.epoch.max(current.epoch);
+            }
+        }
         let outcome = outcome(&pending.command, result);
         let key = pending.command.key().to_vec();
         match &outcome {

@@ -13,14 +13,22 @@
 //! the disk keeps what `SimDisk::crash` says. A failed fsync stops the node at once: nothing
 //! of that round or later is answered. A restart rebuilds each Store through the node's
 //! recovery (`recover_store` over the recovered `MemLog` and the snapshot files).
+//!
+//! With membership changes on (`Cluster::new` with fewer replicas than nodes), `drive_moves`
+//! plays the placement driver: it moves one Region at a time to a node outside its
+//! membership (`MoveStep` at the Region's leader, one conf change per call) and tells a
+//! replica that its Region left it (`DestroyReplica`, at the leader's newer epoch); a
+//! destroyed replica's tombstone and snapshot removal go to the simulated disk and its WAL
+//! removal in the next batch, as the driver does. Convergence and the final comparison are
+//! over each Region's current members.
 
 use std::collections::BTreeMap;
 
 use tessera_core::rng::SplitMix64;
 use tessera_core::{LogIndex, NodeId, RegionId, Role, Term};
 use tessera_node::kv::KvState;
-use tessera_node::region::{owning_core, Region};
-use tessera_node::request::KvResult;
+use tessera_node::region::{owning_core, Region, RegionEpoch};
+use tessera_node::request::{KvOp, KvRequest, KvResult, Mode};
 use tessera_node::server::bootstrap::{initial_layout, recover_store, recovery_batch};
 use tessera_node::server::core::ROUNDS_IN_FLIGHT_MAX;
 use tessera_node::server::round::{round_batch, Carried};
@@ -62,6 +70,9 @@ pub struct ClusterStats {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub replies_withheld: u64,
+    pub moves_started: u64,
+    pub moves_done: u64,
+    pub replicas_destroyed: u64,
 }
 
 struct SimCore {
@@ -107,13 +118,15 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// Replies for clients, collected as nodes answer (client, attempt, result).
     pub client_inbox: Vec<(usize, u64, KvResult)>,
+    /// The move in progress (Region, from, to), when membership changes are on.
+    active_move: Option<(RegionId, NodeId, NodeId)>,
 }
 
 impl Cluster {
-    pub fn new(seed: u64, node_count: u64, cores: usize) -> Cluster {
+    pub fn new(seed: u64, node_count: u64, cores: usize, replicas: usize) -> Cluster {
         let ids: Vec<NodeId> = (1..=node_count).map(NodeId).collect();
         let split_keys = ["f", "n", "u"].map(String::from);
-        let regions = initial_layout(&split_keys, &ids, ids.len());
+        let regions = initial_layout(&split_keys, &ids, replicas);
         let mut cluster = Cluster {
             rng: SplitMix64::new(seed),
             seed,
@@ -126,6 +139,7 @@ impl Cluster {
             invariants: Invariants::default(),
             stats: ClusterStats::default(),
             client_inbox: Vec::new(),
+            active_move: None,
         };
         for id in ids {
             let cores = (0..cores)
@@ -337,6 +351,7 @@ impl Cluster {
     /// further rounds are taken. Synced rounds complete in order.
     fn run_rounds(&mut self, id: NodeId, index: usize) -> Result<(), Stop> {
         for _ in 0..ROUNDS_PER_STEP_MAX {
+            self.free_destroyed(id, index);
             let took = self.take_round(id, index)?;
             let core = &self.nodes[&id].cores[index];
             if took && core.in_flight.len() < ROUNDS_IN_FLIGHT_MAX {
@@ -353,6 +368,18 @@ impl Cluster {
         panic!(
             "{id:?} core {index}: the Store did not go idle within {ROUNDS_PER_STEP_MAX} rounds"
         );
+    }
+
+    /// Tombstones of replicas the Store destroyed go to the disk (durable), their snapshot
+    /// files go, and their WAL removal rides the next batch, as `CoreLoop::free_destroyed`.
+    fn free_destroyed(&mut self, id: NodeId, index: usize) {
+        let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+        let store = core.store.as_mut().expect("up");
+        for tombstone in store.take_destroyed() {
+            self.stats.replicas_destroyed += 1;
+            core.disk.destroyed(tombstone);
+            core.carried.removed(tombstone.region);
+        }
     }
 
     /// Takes one round if the pipeline has room and the Store has work: writes its batch
@@ -477,32 +504,163 @@ impl Cluster {
         }
     }
 
-    /// True when every Region has a leader and every replica applied its commit index.
-    pub fn converged(&self) -> bool {
-        self.regions.iter().all(|region| {
-            let Some(leader) = self.leader(region.id) else {
-                return false;
-            };
-            let core = owning_core(region.id, self.cores);
-            let store = self.nodes[&leader].cores[core].store.as_ref().expect("up");
-            let committed = store.raft(region.id).expect("region").committed();
-            self.nodes.values().all(|n| {
-                n.cores[core]
-                    .store
-                    .as_ref()
-                    .and_then(|s| s.raft(region.id))
-                    .is_some_and(|r| r.applied() >= committed && r.committed() >= committed)
-            })
-        })
+    /// The members (voters and learners) of `region` as its leader's Store sees them.
+    fn members(&self, region: RegionId) -> Option<Vec<NodeId>> {
+        let leader = self.leader(region)?;
+        let core = owning_core(region, self.cores);
+        let store = self.nodes[&leader].cores[core].store.as_ref()?;
+        // The Region's peers with its epoch, as a heartbeat reports them to the driver.
+        Some(store.regions().find(|r| r.id == region)?.peers.clone())
     }
 
-    /// Per Region: (applied index, hash of the state) on every node; all must agree.
+    /// True when every Region has a leader, no membership change is in flight, and every
+    /// member applied the leader's commit index.
+    pub fn converged(&self) -> bool {
+        self.active_move.is_none()
+            && self.regions.iter().all(|region| {
+                let Some(leader) = self.leader(region.id) else {
+                    return false;
+                };
+                let core = owning_core(region.id, self.cores);
+                let store = self.nodes[&leader].cores[core].store.as_ref().expect("up");
+                let committed = store.raft(region.id).expect("region").committed();
+                let members = self.members(region.id).expect("a leader");
+                self.nodes.iter().all(|(id, node)| {
+                    let store = node.cores[core].store.as_ref();
+                    if !members.contains(id) {
+                        // A removed replica must be gone too.
+                        return store.is_none_or(|s| s.regions().all(|r| r.id != region.id));
+                    }
+                    store
+                        .and_then(|s| s.raft(region.id))
+                        .is_some_and(|r| r.applied() >= committed && r.committed() >= committed)
+                })
+            })
+    }
+
+    /// After the faults: the move in progress completes (no new one starts), and removed
+    /// replicas are destroyed.
+    pub fn finish_moves(&mut self) {
+        if self.active_move.is_some() {
+            self.drive_moves();
+        } else {
+            self.destroy_removed();
+        }
+    }
+
+    /// Plays the placement driver for membership changes (see the module docs): starts a
+    /// move when none is in progress, takes its next step, and destroys replicas whose
+    /// Region left them.
+    pub fn drive_moves(&mut self) {
+        if let Some((region, from, to)) = self.active_move {
+            let Some(members) = self.members(region) else {
+                return;
+            };
+            let leader = self.leader(region).expect("members come from a leader");
+            let core = owning_core(region, self.cores);
+            let raft = self.nodes[&leader].cores[core].store.as_ref().expect("up");
+            let conf = raft.raft(region).expect("region").conf_state().clone();
+            if conf.is_voter(to) && !members.contains(&from) {
+                self.active_move = None;
+                self.stats.moves_done += 1;
+                return;
+            }
+            self.request(leader, region, KvOp::MoveStep { from, to });
+            return;
+        }
+        self.destroy_removed();
+        let region = self.regions[self.rng.range(0, self.regions.len() as u64) as usize].id;
+        let Some(members) = self.members(region) else {
+            return;
+        };
+        // A target must be up and hold no replica of the Region, not even a stale one: a
+        // stale replica that acknowledged the re-add's entries and then applied its own
+        // removal would leave the leader believing in a log the store no longer has.
+        let core = owning_core(region, self.cores);
+        let outside: Vec<NodeId> = self
+            .up_ids()
+            .into_iter()
+            .filter(|id| !members.contains(id))
+            .filter(|id| {
+                let store = self.nodes[id].cores[core].store.as_ref();
+                store.is_some_and(|s| s.raft(region).is_none())
+            })
+            .collect();
+        let (Some(to), Some(from)) = (self.pick(&outside), self.pick(&members)) else {
+            return;
+        };
+        self.active_move = Some((region, from, to));
+        self.stats.moves_started += 1;
+    }
+
+    /// `DestroyReplica` to every running replica whose Region's leader has a newer conf
+    /// version without it (what the driver tells a store from its heartbeat).
+    fn destroy_removed(&mut self) {
+        for region in self.regions.iter().map(|r| r.id).collect::<Vec<_>>() {
+            let (Some(members), Some(leader)) = (self.members(region), self.leader(region)) else {
+                continue;
+            };
+            let core = owning_core(region, self.cores);
+            let store = self.nodes[&leader].cores[core].store.as_ref().expect("up");
+            let Some(epoch) = store.regions().find(|r| r.id == region).map(|r| r.epoch) else {
+                continue;
+            };
+            for id in self.up_ids() {
+                let held = self.nodes[&id].cores[core]
+                    .store
+                    .as_ref()
+                    .and_then(|s| s.regions().find(|r| r.id == region).map(|r| r.epoch));
+                let stale = held.is_some_and(|e| e.conf_version < epoch.conf_version);
+                if stale && !members.contains(&id) {
+                    self.request_at(id, region, epoch, KvOp::DestroyReplica);
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, node: NodeId, region: RegionId, op: KvOp) {
+        let core = owning_core(region, self.cores);
+        let Some(store) = self.nodes[&node].cores[core].store.as_ref() else {
+            return;
+        };
+        let Some(epoch) = store.regions().find(|r| r.id == region).map(|r| r.epoch) else {
+            return;
+        };
+        self.request_at(node, region, epoch, op);
+    }
+
+    /// Hands the driver's request to a node's core; its answer is not awaited (the token is
+    /// no client's), as the driver's worker only looks at the replicated membership.
+    fn request_at(&mut self, node: NodeId, region: RegionId, epoch: RegionEpoch, op: KvOp) {
+        let core =
+            &mut self.nodes.get_mut(&node).expect("known").cores[owning_core(region, self.cores)];
+        let Some(store) = core.store.as_mut() else {
+            return;
+        };
+        let token = core.next_token;
+        core.next_token += 1;
+        let request = KvRequest {
+            namespace: String::new(),
+            mode: Mode::Strong,
+            region,
+            epoch,
+            op,
+        };
+        store.on_request(token, request);
+    }
+
+    /// Per Region: (applied index, hash of the state) on every member; all must agree.
     pub fn final_states(&self) -> BTreeMap<RegionId, Vec<(NodeId, LogIndex, u64)>> {
         let mut out: BTreeMap<RegionId, Vec<(NodeId, LogIndex, u64)>> = BTreeMap::new();
         for region in &self.regions {
             let core = owning_core(region.id, self.cores);
+            let members = self.members(region.id).expect("converged: a leader");
             for (id, node) in &self.nodes {
-                let Some(store) = node.cores[core].store.as_ref() else {
+                let Some(store) = node.cores[core]
+                    .store
+                    .as_ref()
+                    .filter(|_| members.contains(id))
+                else {
                     continue;
                 };
                 let applied = store.raft(region.id).expect("region").applied();
@@ -524,7 +682,7 @@ impl Cluster {
     }
 
     pub fn describe(&self) -> String {
-        let mut lines = Vec::new();
+        let mut lines = vec![format!("move in progress: {:?}", self.active_move)];
         for (id, node) in &self.nodes {
             for store in node.cores.iter().filter_map(|c| c.store.as_ref()) {
                 for s in store.status() {

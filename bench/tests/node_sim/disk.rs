@@ -18,7 +18,7 @@ use tessera_core::rng::SplitMix64;
 use tessera_core::{LogIndex, RegionId, Term};
 use tessera_node::server::bootstrap::SnapshotSource;
 use tessera_node::server::snapshot_files::{self, SnapshotFile};
-use tessera_node::store::SnapshotTaken;
+use tessera_node::store::{SnapshotTaken, Tombstone};
 use tessera_wal::{LogBatch, MemLog, SegmentSeq};
 
 /// Small segments, so runs rotate and purge often.
@@ -37,6 +37,8 @@ pub struct SimDisk {
     /// The end of the durable log: (segment, length).
     synced: (SegmentSeq, u64),
     snapshots: BTreeMap<RegionId, (LogIndex, Term, Vec<u8>)>,
+    /// The tombstones file (written durably, like a snapshot file).
+    tombstones: BTreeMap<RegionId, u64>,
 }
 
 impl SimDisk {
@@ -47,7 +49,16 @@ impl SimDisk {
             log,
             synced,
             snapshots: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
         }
+    }
+
+    /// A destroyed replica: its tombstone is written durably, then its snapshot file is
+    /// deleted (the order of the node's driver).
+    pub fn destroyed(&mut self, tombstone: Tombstone) {
+        let known = self.tombstones.entry(tombstone.region).or_default();
+        *known = (*known).max(tombstone.conf_version);
+        self.snapshots.remove(&tombstone.region);
     }
 
     /// Writes `batch` as one record, not yet synced. Returns whether it rotated.
@@ -124,5 +135,16 @@ impl SnapshotSource for SimDisk {
         };
         let path = format!("sim/{}-{}-{}.snap", region.0, index.0, term.0).into();
         snapshot_files::from_bytes(path, *index, *term, bytes).map(Some)
+    }
+
+    fn tombstones(&self) -> Result<Vec<Tombstone>, String> {
+        Ok(self
+            .tombstones
+            .iter()
+            .map(|(region, conf_version)| Tombstone {
+                region: *region,
+                conf_version: *conf_version,
+            })
+            .collect())
     }
 }

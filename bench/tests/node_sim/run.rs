@@ -16,6 +16,8 @@ pub const CORES: usize = 2;
 pub const CLIENTS: usize = 4;
 /// Steps the healed cluster may take to converge, and then to finish the final reads.
 pub const LIVENESS_STEPS_MAX: u64 = 6_000;
+/// With membership changes on, the simulated driver acts this often (steps).
+pub const MOVE_STEP_EVERY: u64 = 25;
 
 /// What one run did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,24 +34,29 @@ pub struct RunStats {
     pub digest: u64,
 }
 
-/// Runs one seed.
+/// Runs one seed. With `moves`, each Region has three replicas and they are moved between
+/// the nodes during the fault phase (see `Cluster::drive_moves`).
 ///
 /// # Panics
 /// On any violated invariant, a recovery failure, a cluster that does not converge once
 /// healed, or a history that is not linearizable.
-pub fn run(seed: u64, nodes: u64, steps: u64) -> RunStats {
-    let mut cluster = Cluster::new(seed, nodes, CORES);
+pub fn run_with(seed: u64, nodes: u64, steps: u64, moves: bool) -> RunStats {
+    let replicas = if moves { 3 } else { nodes as usize };
+    let mut cluster = Cluster::new(seed, nodes, CORES, replicas);
     cluster.disk_faults = DiskFaults {
         crash_in_write_permille: 2,
         fsync_fail_permille: 1,
     };
     let mut clients = Clients::new(CLIENTS, cluster.regions.clone());
     let mut stats = RunStats::default();
-    for _ in 0..steps {
+    for i in 0..steps {
         fault_step(&mut cluster, &mut stats);
+        if moves && i % MOVE_STEP_EVERY == 0 {
+            cluster.drive_moves();
+        }
         step(&mut cluster, &mut clients);
     }
-    stats.liveness_steps = heal_and_converge(&mut cluster, &mut clients);
+    stats.liveness_steps = heal_and_converge(&mut cluster, &mut clients, moves);
     final_reads(&mut cluster, &mut clients);
     clients.abandon_all();
     let states = cluster.final_states();
@@ -162,7 +169,7 @@ fn fault_step(cluster: &mut Cluster, stats: &mut RunStats) {
 
 /// Heals everything, restarts every node, stops new operations, and steps until the
 /// clients are idle and every Region's replicas applied their leader's commit index.
-fn heal_and_converge(cluster: &mut Cluster, clients: &mut Clients) -> u64 {
+fn heal_and_converge(cluster: &mut Cluster, clients: &mut Clients, moves: bool) -> u64 {
     cluster.net.heal();
     cluster.net.faults = NetFaults::healed();
     cluster.disk_faults = DiskFaults::default();
@@ -174,10 +181,15 @@ fn heal_and_converge(cluster: &mut Cluster, clients: &mut Clients) -> u64 {
         if clients.idle() && cluster.converged() {
             return taken;
         }
+        if moves && taken % MOVE_STEP_EVERY == 0 {
+            // The move in progress completes; no new one starts once it is done.
+            cluster.finish_moves();
+        }
         step(cluster, clients);
     }
     panic!(
-        "Liveness: not converged {LIVENESS_STEPS_MAX} steps after the faults stopped\n{}",
+        "Liveness: not converged {LIVENESS_STEPS_MAX} steps after the faults stopped (clients idle: {})\n{}",
+        clients.idle(),
         cluster.describe()
     );
 }

@@ -7,12 +7,13 @@
 //! progress, so it is resumable after a leader change or a restart:
 //! 1. B is not a member: propose `AddLearner(B)`. B's store gets an uninitialized peer from
 //!    the leader's first message, and the leader's snapshot initializes it (B's log is empty,
-//!    the leader's starts after a snapshot, so it is never a replay of the log). A leader
-//!    whose only snapshot is the bootstrap one (it carries no Region envelope, so it cannot
-//!    initialize a peer) first takes a snapshot of what it applied;
-//! 2. B is a learner that the leader replicates to (its snapshot installed) with a match
-//!    index within `CATCH_UP_LAG_ENTRIES_MAX` of the commit index: propose `AddVoter(B)`
-//!    (otherwise wait);
+//!    the leader's starts after a snapshot, so it is never a replay of the log);
+//! 2. B is a learner: if the leader's newest snapshot predates B's addition, the leader takes
+//!    one now (B is then seeded at a conf version above any tombstone B's store may hold for
+//!    the Region from an earlier removal, and a bootstrap snapshot, which carries no Region
+//!    envelope, is never what seeds it). Once the leader replicates to B (its snapshot
+//!    installed) with a match index within `CATCH_UP_LAG_ENTRIES_MAX` of the commit index:
+//!    propose `AddVoter(B)` (otherwise wait);
 //! 3. B is a voter and A still a member: if A leads, transfer leadership to B (A cannot
 //!    propose its own removal safely: it would step down at apply); else propose `Remove(A)`;
 //! 4. B is a voter and A is gone: done.
@@ -33,7 +34,7 @@
 use std::collections::BTreeMap;
 
 use tessera_core::progress::ProgressState;
-use tessera_core::{ConfChange, ConfState, NodeId, RaftError, RegionId, Role, BOOTSTRAP_INDEX};
+use tessera_core::{ConfChange, ConfState, NodeId, RaftError, RegionId, Role, Storage};
 
 use super::{Store, Token};
 use crate::region::{Region, RegionEpoch};
@@ -112,8 +113,34 @@ impl Store {
             )));
         }
         let node = self.config.node;
-        let core = self.raft.group_mut(region).expect("the peer has a group");
+        let core = self.raft.group(region).expect("the peer has a group");
         let conf = core.conf_state().clone();
+        // The newest snapshot seeds the learner only if it was taken after the learner's
+        // addition (the last conf change): an older one may predate a removal of `to`,
+        // whose tombstone refuses it.
+        let snapshot_conf_version = core
+            .storage()
+            .snapshot()
+            .ok()
+            .and_then(|s| crate::split::decode_envelope_region(&s.data).ok().flatten())
+            .map(|r| r.epoch.conf_version);
+        let current = self.peers.get(&region).map(|p| p.region.epoch.conf_version);
+        let seeded = snapshot_conf_version.is_some() && snapshot_conf_version == current;
+        if conf.is_learner(to) && !seeded {
+            let Some(taken) = self.maybe_snapshot(region, true) else {
+                return Ok(KvReply::MoveStep {
+                    done: false,
+                    detail: "waiting: nothing applied to snapshot yet".into(),
+                });
+            };
+            // Written to its file with the round's other new snapshots.
+            self.created.push(taken);
+            return Ok(KvReply::MoveStep {
+                done: false,
+                detail: "took a snapshot that includes the learner".into(),
+            });
+        }
+        let core = self.raft.group_mut(region).expect("the peer has a group");
         let step = |detail: String| {
             Ok(KvReply::MoveStep {
                 done: false,
@@ -121,14 +148,6 @@ impl Store {
             })
         };
         let change = if !conf.contains(to) {
-            if core.storage().snapshot_metadata().index <= BOOTSTRAP_INDEX {
-                let Some(taken) = self.maybe_snapshot(region, true) else {
-                    return step("waiting: nothing applied to snapshot yet".into());
-                };
-                // Written to its file with the round's other new snapshots.
-                self.created.push(taken);
-                return step("took a snapshot to seed the new replica".into());
-            }
             ConfChange::AddLearner(to)
         } else if conf.is_learner(to) {
             let progress = core.progress(to);
