@@ -31,7 +31,7 @@ use crate::faults::{FaultInjection, FaultOp};
 use crate::format::{
     self, decode_body, RecordType, SegmentSeq, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::options::WRITE_ALIGNMENT_BYTES;
+use crate::options::{WalOptions, WRITE_ALIGNMENT_BYTES};
 use crate::scan::RecordView;
 use crate::zero_fill::{Pace, ZeroFill};
 
@@ -143,6 +143,16 @@ pub struct SpareSegment {
     file: DmaFile,
     len: u64,
     zero_filled: bool,
+    write_through: bool,
+}
+
+/// Open flags of a segment file: `O_DSYNC` when its group commits are write-through.
+fn open_flags(write_through: bool) -> libc::c_int {
+    if write_through {
+        libc::O_DSYNC
+    } else {
+        0
+    }
 }
 
 impl SpareSegment {
@@ -162,12 +172,14 @@ impl SpareSegment {
         seq: SegmentSeq,
         len: u64,
         zero_fill: Option<Rc<Pace>>,
+        write_through: bool,
     ) -> Result<SpareSegment> {
         let tmp_path = spare_path(dir, seq);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .custom_flags(open_flags(write_through))
             .dma_open(&tmp_path)
             .await
             .map_err(io_error("create segment", &tmp_path))?;
@@ -194,6 +206,7 @@ impl SpareSegment {
             file,
             len,
             zero_filled: zero_fill.is_some(),
+            write_through,
         })
     }
 
@@ -220,6 +233,9 @@ pub struct ActiveSegment {
     /// Bytes `[align_down(write_pos), write_pos)`, rewritten by the next write.
     tail: Vec<u8>,
     faults: FaultInjection,
+    /// Opened `O_DSYNC` (`WalOptions::write_through`): a record write is durable when it
+    /// completes, so no fdatasync follows it.
+    write_through: bool,
 }
 
 impl ActiveSegment {
@@ -237,8 +253,9 @@ impl ActiveSegment {
         checkpoint_body: &[u8],
         faults: &FaultInjection,
         zero_fill: bool,
+        write_through: bool,
     ) -> Result<ActiveSegment> {
-        let spare = SpareSegment::prepare(dir, seq, len, None).await?;
+        let spare = SpareSegment::prepare(dir, seq, len, None, write_through).await?;
         ActiveSegment::start(spare, dir, checkpoint_body, faults, zero_fill).await
     }
 
@@ -266,6 +283,7 @@ impl ActiveSegment {
             write_pos: SEGMENT_HEADER_LEN as u64,
             tail: format::encode_segment_header(spare.seq).to_vec(),
             faults: faults.clone(),
+            write_through: spare.write_through,
         };
         if let Err(error) = segment.fill_new(checkpoint_body).await {
             if let Err(remove_error) = std::fs::remove_file(&tmp_path) {
@@ -307,7 +325,8 @@ impl ActiveSegment {
 
     /// Reopens segment `seq` for appending after recovery. The valid log ends at
     /// `end_offset`; bytes `[end_offset, cut_end)` are a torn tail to overwrite with zeros
-    /// (pass `cut_end == end_offset` when there is none). With `zero_fill`, unwritten blocks
+    /// (pass `cut_end == end_offset` when there is none). Size, faults and flags come from
+    /// `options`. With `zero_fill_segments`, unwritten blocks
     /// past the end (FIEMAP; all blocks past it where the file system does not tell) are
     /// zero-filled in the background.
     ///
@@ -316,15 +335,16 @@ impl ActiveSegment {
     pub async fn reopen(
         path: &Path,
         seq: SegmentSeq,
-        len: u64,
         end_offset: u64,
         cut_end: u64,
-        faults: &FaultInjection,
-        zero_fill: bool,
+        options: &WalOptions,
     ) -> Result<ActiveSegment> {
+        let (len, faults) = (options.segment_size_bytes, &options.faults);
+        let (zero_fill, write_through) = (options.zero_fill_segments, options.write_through);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(open_flags(write_through))
             .dma_open(path)
             .await
             .map_err(io_error("open segment", path))?;
@@ -360,6 +380,7 @@ impl ActiveSegment {
             write_pos: end_offset,
             tail,
             faults: faults.clone(),
+            write_through,
         };
         if cut_end > end_offset {
             segment.zero_range(cut_end).await?;
@@ -418,8 +439,8 @@ impl ActiveSegment {
         self.write_pos
     }
 
-    /// Writes one record whose body is `bodies` concatenated, then fdatasyncs. One write, one
-    /// fdatasync.
+    /// Writes one record whose body is `bodies` concatenated, then fdatasyncs: one write, one
+    /// fdatasync; or, write-through, one `O_DSYNC` write that is durable when it completes.
     ///
     /// # Errors
     /// `Io` for a failed or short write or a failed fdatasync. The caller must not retry:
@@ -466,11 +487,15 @@ impl ActiveSegment {
         let reserved = Instant::now();
         self.write_all_rc(buffer.clone(), buffer_offset).await?;
         let written = Instant::now();
+        // With write-through the write above was the sync (the injected fault then stands
+        // for its failing).
         self.faults.check(FaultOp::Fdatasync, &self.path)?;
-        self.file
-            .fdatasync()
-            .await
-            .map_err(io_error("fdatasync", &self.path))?;
+        if !self.write_through {
+            self.file
+                .fdatasync()
+                .await
+                .map_err(io_error("fdatasync", &self.path))?;
+        }
         let timing = WriteTiming {
             build: built - began,
             zero_fill_wait: reserved - built,

@@ -126,14 +126,14 @@ impl Shared {
             return;
         }
         let (dir, len) = (self.options.dir.clone(), self.options.segment_size_bytes);
+        let write_through = self.options.write_through;
         let pace = Pace::new();
         pace.set_used(used);
         let zero_fill = Some(pace.clone());
-        let task =
-            glommio::spawn_local(
-                async move { SpareSegment::prepare(&dir, seq, len, zero_fill).await },
-            )
-            .detach();
+        let task = glommio::spawn_local(async move {
+            SpareSegment::prepare(&dir, seq, len, zero_fill, write_through).await
+        })
+        .detach();
         *self.spare.borrow_mut() = Some((task, pace));
     }
 
@@ -153,7 +153,14 @@ impl Shared {
             remove_spare_file(&self.options.dir, seq)?;
         }
         let len = self.options.segment_size_bytes;
-        SpareSegment::prepare(&self.options.dir, seq, len, None).await
+        SpareSegment::prepare(
+            &self.options.dir,
+            seq,
+            len,
+            None,
+            self.options.write_through,
+        )
+        .await
     }
 
     /// Stops a spare still being prepared and deletes its file (the WAL is closing).
@@ -240,6 +247,7 @@ impl Wal {
                     &checkpoint,
                     &options.faults,
                     options.zero_fill_segments,
+                    options.write_through,
                 )
                 .await?
             }
@@ -251,16 +259,8 @@ impl Wal {
                 if let Some(torn) = &scan.torn_tail {
                     tracing::warn!(?torn, "cutting a torn tail off the newest WAL segment");
                 }
-                ActiveSegment::reopen(
-                    &newest.path,
-                    newest.seq,
-                    options.segment_size_bytes,
-                    scan.end_offset,
-                    cut_end,
-                    &options.faults,
-                    options.zero_fill_segments,
-                )
-                .await?
+                ActiveSegment::reopen(&newest.path, newest.seq, scan.end_offset, cut_end, &options)
+                    .await?
             }
         };
         let mut live: BTreeSet<SegmentSeq> = scan.segments.iter().map(|s| s.seq).collect();

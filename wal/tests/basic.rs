@@ -352,3 +352,61 @@ fn a_fresh_or_reopened_active_segment_is_zero_filled_in_the_background() {
         wal.close().await.unwrap();
     });
 }
+
+/// Open flags (from `/proc/self/fdinfo`) of this process's writable descriptors on segment
+/// files in `dir`.
+fn segment_fd_flags(dir: &std::path::Path) -> Vec<u32> {
+    let mut flags = Vec::new();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.parent() != Some(dir) || target.extension().is_some_and(|e| e == "tmp") {
+            continue;
+        }
+        let name = fd.file_name();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", name.to_string_lossy()))
+            .unwrap_or_default();
+        if let Some(line) = info.lines().find(|l| l.starts_with("flags:")) {
+            let value = u32::from_str_radix(line["flags:".len()..].trim(), 8).unwrap();
+            // Readers (recovery, reads of old entries) are not the write path.
+            if value & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32 {
+                flags.push(value);
+            }
+        }
+    }
+    flags
+}
+
+#[test]
+fn write_through_segments_are_opened_o_dsync_and_plain_ones_are_not() {
+    for write_through in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().canonicalize().unwrap();
+        let mut options = options(&path);
+        options.write_through = write_through;
+        run(async move {
+            let (wal, _) = Wal::open(options.clone()).await.unwrap();
+            let mut model = BTreeMap::new();
+            for index in 1..=50 {
+                let entries = vec![entry(RegionId(1), index, 1, 100)];
+                append_entries(&wal, &mut model, RegionId(1), entries).await;
+            }
+            let flags = segment_fd_flags(&path);
+            assert!(!flags.is_empty(), "the active segment is open");
+            let dsync = libc::O_DSYNC as u32;
+            assert!(
+                flags.iter().all(|f| (f & dsync != 0) == write_through),
+                "write_through {write_through}: flags {flags:?}"
+            );
+            wal.close().await.unwrap();
+            // Reopened (the path recovery takes) with the same flags, and nothing lost.
+            let (wal, report) = Wal::open(options).await.unwrap();
+            assert!(report.records > 0);
+            assert_matches(&wal, &model);
+            let flags = segment_fd_flags(&path);
+            assert!(flags.iter().all(|f| (f & dsync != 0) == write_through));
+            wal.close().await.unwrap();
+        });
+    }
+}

@@ -42,6 +42,10 @@ struct Args {
     /// Zero-fill segments ahead of need (`WalOptions::zero_fill_segments`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     zero_fill_segments: bool,
+    /// Write-through group commits: segments opened `O_DSYNC`, one write per batch and no
+    /// fdatasync (`WalOptions::write_through`); `false` gives write + fdatasync.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    write_through: bool,
     /// Seconds of appends before measuring (a fresh WAL's first segment is zero-filled in the
     /// background right after opening, which takes well under a second on the reference disk).
     #[arg(long, default_value_t = 2)]
@@ -81,6 +85,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let wal_dir = dir.path().join(format!("wal-{i}"));
         let mut options = WalOptions::new(&wal_dir);
         options.zero_fill_segments = args.zero_fill_segments;
+        options.write_through = args.write_through;
         if let Some(bytes) = args.segment_bytes {
             options.segment_size_bytes = bytes;
         }
