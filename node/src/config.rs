@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub snapshot_interval_entries: u64,
     /// WAL segment size in bytes.
     pub wal_segment_bytes: u64,
+    /// WAL group commits as one `O_DSYNC` write (true) or a write and an fdatasync (false);
+    /// see `WalOptions::write_through`.
+    pub wal_write_through: bool,
     /// DMA memory registered with io_uring per core; counts against `ulimit -l`.
     pub io_memory_bytes: usize,
     /// An idle core polls this long before it parks. A parked glommio executor reaps WAL
@@ -206,6 +209,7 @@ impl Default for NodeConfig {
             heartbeat_interval_ticks: 2,
             snapshot_interval_entries: 10_000,
             wal_segment_bytes: 64 << 20,
+            wal_write_through: true,
             io_memory_bytes: 1 << 20,
             spin_before_park_us: 1000,
             pending_requests_max: 100_000,
