@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -87,9 +87,13 @@ fn counts(status: &PdStatus) -> BTreeMap<u64, usize> {
     counts
 }
 
-/// A client that writes distinct keys across the key space until stopped, and hands back
-/// the writes that were acknowledged.
-fn writer(node: &Node, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(String, String)>> {
+/// A client that writes distinct keys across the key space until stopped, counting the
+/// acknowledged writes in `acked` as it goes, and hands them back.
+fn writer(
+    node: &Node,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+) -> JoinHandle<Vec<(String, String)>> {
     let addr = node.client_addr(0);
     std::thread::spawn(move || {
         let options = ClientOptions {
@@ -111,7 +115,10 @@ fn writer(node: &Node, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(String, String)
                 continue;
             };
             match c.put(key.as_bytes(), value.as_bytes(), Mode::Raw) {
-                Ok(_) => acknowledged.push((key, value)),
+                Ok(_) => {
+                    acknowledged.push((key, value));
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(_) => client = None,
             }
         }
@@ -156,8 +163,13 @@ fn a_region_moves_to_a_store_that_joined_while_a_client_writes_and_the_old_repli
 
     let stop = Arc::new(AtomicBool::new(false));
     wait_serving(&cluster);
-    let writes = writer(&cluster.nodes[0], stop.clone());
-    std::thread::sleep(Duration::from_millis(300));
+    let acked = Arc::new(AtomicU64::new(0));
+    let writes = writer(&cluster.nodes[0], stop.clone(), acked.clone());
+    wait_for(
+        "writes to be acknowledged before the move",
+        CLUSTER_TIMEOUT,
+        || (acked.load(Ordering::Relaxed) >= 20).then_some(()),
+    );
     let (ok, out) = cluster.nodes[1].cli(&["move", "1", "--to", "4"]);
     assert!(ok, "tessera move failed: {out}");
     let moved = wait_for("region 1 to move onto store 4", MOVE_TIMEOUT, || {
@@ -212,7 +224,7 @@ fn the_driver_balances_regions_onto_a_joined_store_while_a_client_writes() {
     );
     let stop = Arc::new(AtomicBool::new(false));
     wait_serving(&cluster);
-    let writes = writer(&cluster.nodes[0], stop.clone());
+    let writes = writer(&cluster.nodes[0], stop.clone(), Arc::default());
     // Four Regions on three stores (12 replicas) become three per store, and the four
     // leaders (all on store 1 at the start) one per store.
     wait_for("the stores to be balanced", MOVE_TIMEOUT, || {
