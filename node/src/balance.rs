@@ -78,6 +78,7 @@ fn plan_leader_transfer(placement: &Placement, now_ms: u64) -> Option<MoveRecord
         region: region.meta.id,
         from: fewest_id,
         to: fewest_id,
+        rollback: false,
     })
 }
 
@@ -111,6 +112,7 @@ pub fn plan_move(placement: &Placement, now_ms: u64) -> Option<MoveRecord> {
         region,
         from,
         to: emptiest,
+        rollback: false,
     })
 }
 
@@ -230,5 +232,84 @@ mod tests {
         assert_eq!(order.from, order.to, "a leadership transfer");
         assert_ne!(order.to, 1);
         assert_eq!(region_counts(&pd)[&order.to], 4);
+    }
+
+    /// Region 1 as its leader (store 1) reports it, with `peers`, at `conf_version`.
+    fn region_1(pd: &Placement, peers: &[u64], conf_version: u64) -> RegionReport {
+        let mut report = pd
+            .status(0)
+            .regions
+            .into_iter()
+            .find(|r| r.region.region_id == RegionId(1))
+            .expect("region 1");
+        report.region.peers = peers.iter().copied().map(NodeId).collect();
+        report.region.epoch.conf_version = conf_version;
+        report
+    }
+
+    #[test]
+    fn a_move_cancelled_before_its_target_joined_is_dropped_and_a_later_one_rolled_back() {
+        let mut pd = placement(1000);
+        pd.order_move(RegionId(1), NodeId(2), NodeId(4)).unwrap();
+        let before = pd.version();
+        let what = pd.cancel_move(RegionId(1)).unwrap();
+        assert!(what.contains("before it began"), "{what}");
+        assert!(pd.moves().is_empty());
+        assert!(pd.version() > before, "a cancel must be made durable");
+        assert!(pd
+            .cancel_move(RegionId(1))
+            .is_err_and(|e| e.contains("no move")));
+
+        // Store 4 became a member (a learner) before the cancel: the move is reversed.
+        pd.order_move(RegionId(1), NodeId(2), NodeId(4)).unwrap();
+        let joined = region_1(&pd, &[1, 2, 3, 4], 2);
+        pd.on_heartbeat(NodeId(1), &[joined], 1000).unwrap();
+        let what = pd.cancel_move(RegionId(1)).unwrap();
+        assert!(what.contains("rolling back"), "{what}");
+        let reverse = pd.moves()[&1];
+        assert_eq!((reverse.from, reverse.to, reverse.rollback), (4, 2, true));
+        assert!(
+            pd.cancel_move(RegionId(1))
+                .is_err_and(|e| e.contains("rolled back already")),
+            "a rollback is not cancelled"
+        );
+        let answer = pd.on_heartbeat(NodeId(2), &[], 1000).unwrap();
+        assert_eq!(answer.moves.len(), 1, "the leader is told the reverse move");
+        assert_eq!(
+            (answer.moves[0].from, answer.moves[0].to),
+            (NodeId(4), NodeId(2))
+        );
+        // Once store 4 is gone from the Region the rollback is over.
+        let rolled_back = region_1(&pd, &[1, 2, 3], 3);
+        pd.on_heartbeat(NodeId(1), &[rolled_back], 1000).unwrap();
+        assert!(pd.moves().is_empty());
+    }
+
+    #[test]
+    fn with_balancing_on_a_move_to_a_store_that_went_silent_is_cancelled() {
+        let mut pd = placement(1000);
+        pd.balance = true;
+        pd.order_move(RegionId(1), NodeId(2), NodeId(4)).unwrap();
+        let joined = region_1(&pd, &[1, 2, 3, 4], 2);
+        // Store 4 stays silent after 1000; the others report.
+        for now in [1050, 1100] {
+            for id in 1..=3 {
+                let reports = if id == 1 {
+                    vec![joined.clone()]
+                } else {
+                    Vec::new()
+                };
+                pd.on_heartbeat(NodeId(id), &reports, now).unwrap();
+            }
+            assert_eq!(pd.moves()[&1].to, 4, "store 4 is not silent for long yet");
+        }
+        pd.on_heartbeat(NodeId(1), &[joined], 1101).unwrap();
+        let reverse = pd.moves()[&1];
+        assert_eq!((reverse.from, reverse.to), (4, 2), "rolled back");
+        assert_eq!(
+            plan(&pd, 1101, true),
+            None,
+            "nothing else while store 4 is silent"
+        );
     }
 }

@@ -346,6 +346,18 @@ impl Client {
         }
     }
 
+    /// Asks the placement driver to cancel the move of `region` (the operator's `tessera move
+    /// REGION --cancel`). Returns the driver's account of what it did once that is durable.
+    ///
+    /// # Errors
+    /// When the driver refuses (unknown Region, no move in progress).
+    pub fn cancel_move(&mut self, region: RegionId) -> Result<String, ClientError> {
+        match self.call_pd(region, RegionEpoch::default(), ClientOp::CancelMove)? {
+            ClientReply::MoveStep { detail, .. } => Ok(detail),
+            other => Err(unexpected(Ok(other))),
+        }
+    }
+
     /// Splits the Region holding `key` at `key` (the operator's `tessera split`): asks the
     /// placement driver for the new Region's id, then the Region's leader to split. Returns
     /// the two Regions.

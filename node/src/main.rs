@@ -104,13 +104,18 @@ enum Command {
     },
     /// Move a Region's replica to store TO (from store FROM, or one the placement driver
     /// picks): the driver records the move and the Region's leader carries it out (add a
-    /// learner on TO, seed it by snapshot, promote it, remove the old replica).
+    /// learner on TO, seed it by snapshot, promote it, remove the old replica). With
+    /// `--cancel`, cancel the Region's move in progress instead (rolled back if its target
+    /// joined the Region already).
     Move {
         region: u64,
-        #[arg(long)]
-        to: u64,
+        #[arg(long, required_unless_present = "cancel")]
+        to: Option<u64>,
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// Cancel the move in progress instead of ordering one.
+        #[arg(long, conflicts_with_all = ["to", "from"])]
+        cancel: bool,
         #[command(flatten)]
         common: ClientArgs,
     },
@@ -482,9 +487,22 @@ fn client_command(command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Move {
+            region,
+            cancel: true,
+            ..
+        } => {
+            let what = client.cancel_move(RegionId(*region))?;
+            print(
+                json,
+                json!({"ok": true, "region": region, "cancelled": what}),
+                format!("OK: {what}"),
+            );
+        }
+        Command::Move {
             region, to, from, ..
         } => {
-            client.move_region(RegionId(*region), NodeId(*from), NodeId(*to))?;
+            let to = to.expect("clap requires --to without --cancel");
+            client.move_region(RegionId(*region), NodeId(*from), NodeId(to))?;
             print(
                 json,
                 json!({"ok": true, "region": region, "to": to}),
@@ -588,10 +606,11 @@ fn show_key(k: &[u8], open: &str) -> String {
 fn print_pd_status(json: bool, status: &PdStatus) {
     if json {
         let stores: Vec<_> = status.stores.iter().map(|s| json!({"node": s.store.node_id.get(), "client_addrs": s.store.client_addrs, "heartbeat_age_ms": s.heartbeat_age_ms, "heartbeats": s.heartbeats})).collect();
+        let moves: Vec<_> = status.moves.iter().map(|m| json!({"region": m.region_id.get(), "from": m.from.get(), "to": m.to.get(), "rollback": m.rollback})).collect();
         let regions: Vec<_> = status.regions.iter().map(|r| json!({"id": r.region.region_id.get(), "start": String::from_utf8_lossy(&r.region.start_key), "end": String::from_utf8_lossy(&r.region.end_key), "version": r.region.epoch.version, "conf_version": r.region.epoch.conf_version, "peers": r.region.peers.iter().map(|p| p.get()).collect::<Vec<_>>(), "leader": r.region.leader.map(|l| l.get()), "keys": r.keys, "bytes": r.approximate_bytes})).collect();
         println!(
             "{}",
-            json!({"cluster_id": status.cluster_id.get(), "next_region_id": status.next_region_id, "stores": stores, "regions": regions})
+            json!({"cluster_id": status.cluster_id.get(), "next_region_id": status.next_region_id, "stores": stores, "regions": regions, "moves": moves})
         );
         return;
     }
@@ -633,6 +652,24 @@ fn print_pd_status(json: bool, status: &PdStatus) {
             leader,
             r.keys,
             r.approximate_bytes
+        );
+    }
+    if status.moves.is_empty() {
+        println!("no move in progress");
+        return;
+    }
+    println!("MOVE   REGION  FROM   TO");
+    for m in &status.moves {
+        let kind = match (m.from == m.to, m.rollback) {
+            (true, _) => "leader",
+            (false, true) => "undo",
+            (false, false) => "move",
+        };
+        println!(
+            "{kind:<6} {:<7} {:<6} {}",
+            m.region_id.get(),
+            m.from.get(),
+            m.to.get()
         );
     }
 }

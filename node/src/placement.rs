@@ -3,7 +3,8 @@
 //!
 //! It changes only through `on_heartbeat` (a store's view of its replicas), `ask_split`
 //! (a new Region id), `add_store` (a store joining a running cluster) and the moves it
-//! orders (`order_move`, and `balance.rs` when balancing is on). Each change bumps `version`; the host (core 0 of the node that runs the
+//! orders or cancels (`order_move`, `cancel_move`, and `balance.rs` when balancing is on;
+//! with balancing on, a move whose target store went silent is cancelled). Each change bumps `version`; the host (core 0 of the node that runs the
 //! driver, `server::core`) writes `encode()` to `pd.toml` durably whenever the version moved,
 //! and answers `ask_split` only once the version that allocated the id is durable, so an id is
 //! never handed out twice, not even across a restart.
@@ -38,6 +39,9 @@ pub struct MoveRecord {
     pub region: u64,
     pub from: u64,
     pub to: u64,
+    /// The move undoes a cancelled one (`cancel_move`); it cannot be cancelled itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
 }
 
 /// What the driver answers a heartbeat with.
@@ -192,6 +196,9 @@ impl Placement {
         self.record_heartbeat(node, reports, now_ms)?;
         self.finish_moves();
         if self.balance {
+            self.cancel_moves_to_silent_stores(now_ms);
+        }
+        if self.balance {
             if let Some(order) = crate::balance::plan(self, now_ms, self.balance_leaders) {
                 tracing::info!(?order, "placement driver balances a region");
                 self.moves.insert(order.region, order);
@@ -314,6 +321,7 @@ impl Placement {
                 region_id: RegionId(m.region),
                 from: NodeId(m.from),
                 to: NodeId(m.to),
+                rollback: m.rollback,
             })
             .collect()
     }
@@ -439,10 +447,92 @@ impl Placement {
             region: region.0,
             from,
             to: to.0,
+            rollback: false,
         };
         self.moves.insert(region.0, order);
         self.version += 1;
         Ok(order)
+    }
+
+    /// Cancels the move of `region`: a leadership transfer, or a move whose target is not a
+    /// member yet, is dropped; a move whose target is a member already (a learner, or a
+    /// voter not yet followed by the source's removal) is rolled back by the reverse move,
+    /// which removes the target's replica and keeps the source's. Answers what it did; the
+    /// caller answers once `version()` is durable.
+    ///
+    /// A move dropped while its leader is proposing the target's addition can still leave
+    /// the target a learner: the leader removes a learner no move targets (see
+    /// `server::heartbeat`), so the race ends in the same state.
+    ///
+    /// # Errors
+    /// When no move of the Region is in progress.
+    pub fn cancel_move(&mut self, region: RegionId) -> Result<String, String> {
+        let order = *self
+            .moves
+            .get(&region.0)
+            .ok_or_else(|| format!("no move of region {} is in progress", region.0))?;
+        if order.rollback {
+            return Err(format!(
+                "the move of region {} is being rolled back already (store {} leaves it)",
+                region.0, order.from
+            ));
+        }
+        let target_joined = self
+            .regions
+            .get(&region.0)
+            .is_some_and(|record| record.meta.peers.contains(&order.to));
+        self.version += 1;
+        if order.from == order.to {
+            self.moves.remove(&region.0);
+            return Ok(format!(
+                "cancelled the leadership transfer of region {} to store {}",
+                region.0, order.to
+            ));
+        }
+        if !target_joined {
+            self.moves.remove(&region.0);
+            return Ok(format!(
+                "cancelled the move of region {} from store {} to store {} before it began",
+                region.0, order.from, order.to
+            ));
+        }
+        let reverse = MoveRecord {
+            region: region.0,
+            from: order.to,
+            to: order.from,
+            rollback: true,
+        };
+        self.moves.insert(region.0, reverse);
+        Ok(format!(
+            "rolling back the move of region {}: store {} keeps its replica, the one on store \
+             {} is removed",
+            region.0, order.from, order.to
+        ))
+    }
+
+    /// Cancels (`cancel_move`) each move whose target store has not sent a heartbeat within
+    /// `store_alive_ms`, once the driver has run that long (so a restarted driver first hears
+    /// from the stores): a Region must not wait with a member on a store that is gone.
+    fn cancel_moves_to_silent_stores(&mut self, now_ms: u64) {
+        if now_ms <= self.store_alive_ms {
+            return;
+        }
+        let silent: Vec<u64> = self
+            .moves
+            .values()
+            .filter(|m| m.from != m.to && !m.rollback)
+            .filter(|m| {
+                self.last_heartbeat_ms(m.to)
+                    .is_none_or(|at| now_ms.saturating_sub(at) > self.store_alive_ms)
+            })
+            .map(|m| m.region)
+            .collect();
+        for region in silent {
+            match self.cancel_move(RegionId(region)) {
+                Ok(what) => tracing::warn!(region, %what, "the target of a move went silent"),
+                Err(error) => tracing::warn!(region, %error, "cannot cancel a move"),
+            }
+        }
     }
 
     /// Forgets a store (tests of the balancer only).
@@ -505,6 +595,7 @@ impl Placement {
             next_region_id: self.next_region_id,
             stores,
             regions,
+            moves: self.move_orders(),
         }
     }
 }

@@ -223,6 +223,8 @@ pub struct RegionStatus {
     pub applied: LogIndex,
     pub keys: usize,
     pub approximate_bytes: usize,
+    /// The members of `region.peers` that are learners.
+    pub learners: Vec<NodeId>,
 }
 
 /// One core's Regions. See the module docs.
@@ -989,6 +991,7 @@ impl Store {
                     applied: core.applied(),
                     keys: peer.kv.len(),
                     approximate_bytes: peer.kv.approximate_bytes(),
+                    learners: core.conf_state().learners.clone(),
                 }
             })
             .collect()

@@ -3,9 +3,13 @@
 //! placement driver's balancer fills it until Region counts differ by at most one, then spreads
 //! the leaders. Every
 //! acknowledged write is read back afterwards, and the source store's replica is gone from
-//! its status, also after a restart (its tombstone).
+//! its status, also after a restart (its tombstone). A move whose target is cut off by a
+//! network partition leaves the Region serving and completes after healing; a cancelled move
+//! is rolled back. While the balancer works, every Region keeps a quorum of caught-up voters.
 
 mod common;
+#[path = "chaos/proxy.rs"]
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,9 +18,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::cluster::{Cluster, CLUSTER_TIMEOUT, FAST_CONFIG};
-use common::{wait_for, Node};
+use common::{free_ports, wait_for, Node};
+use proxy::Mesh;
 use tessera_node::client::{Client, ClientOptions};
-use tessera_transport::client::{Mode, PdStatus};
+use tessera_transport::client::{Mode, PdStatus, RegionStatus};
 
 /// How long a move or a balancing round may take on a loaded machine.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -43,7 +48,27 @@ fn client_of(node: &Node) -> Option<Client> {
 /// Three stores bootstrapped through node 1's placement driver, then a fourth that joins the
 /// running cluster (it serves with no Regions).
 fn cluster_and_joiner(extra: &str) -> Cluster {
+    cluster_and_joiner_through(extra, None)
+}
+
+/// `cluster_and_joiner`, with every node's peer traffic through `mesh` (built for 4 nodes
+/// of one core on the peer ports of `ports`) when given.
+fn cluster_and_joiner_through(extra: &str, mesh: Option<(&Mesh, &[common::Ports])>) -> Cluster {
     let config = config(extra);
+    let node = |id: u64, config: &str| {
+        let Some((mesh, ports)) = mesh else {
+            return node(id, config);
+        };
+        let i = (id - 1) as usize;
+        let dial: Vec<String> = (0..ports.len())
+            .filter(|j| *j != i)
+            .map(|j| format!("\"{}=127.0.0.1:{}\"", j + 1, mesh.port(i, j)))
+            .collect();
+        let config = format!("{config}peer_dial_addrs = [{}]\n", dial.join(", "));
+        let mut node = node(id, &config);
+        node.spec.ports = ports[i];
+        node
+    };
     let mut pd = node(1, &format!("{config}replicas = 3\n"));
     pd.spawn();
     let join = format!("{config}join = \"{}\"\n", pd.client_addr(0));
@@ -132,6 +157,68 @@ fn wait_serving(cluster: &Cluster) {
             .put(b"warmup", b"1", Mode::Raw)
             .ok()
     });
+}
+
+/// The Region's status at its leader (the replica claiming leadership at the highest term).
+fn at_leader(statuses: &[BTreeMap<u64, RegionStatus>], region: u64) -> Option<&RegionStatus> {
+    statuses
+        .iter()
+        .filter_map(|regions| regions.get(&region))
+        .filter(|s| {
+            s.leader.is_some()
+                && s.region
+                    .as_ref()
+                    .is_some_and(|r| r.leader == s.leader && s.leader.is_some())
+        })
+        .max_by_key(|s| s.term)
+}
+
+/// How far (in entries) a voter's applied index may trail its leader's commit index and
+/// still count as caught up here: the statuses of the four nodes are read one after the
+/// other while a client writes, so a sample lags by the writes of those few milliseconds;
+/// a voter that was never seeded trails by the whole log.
+const CAUGHT_UP_SLACK: u64 = 200;
+
+/// Checks that every Region the leaders report has a quorum of caught-up voters: of the
+/// Region's voters (its peers without the leader's learners), a majority have applied up to
+/// within `CAUGHT_UP_SLACK` of the leader's commit index. `None` when a node did not answer.
+fn check_quorums(cluster: &Cluster) -> Option<usize> {
+    let statuses: Vec<BTreeMap<u64, RegionStatus>> = (0..cluster.nodes.len())
+        .map(|i| cluster.status(i))
+        .collect::<Option<_>>()?;
+    let regions: std::collections::BTreeSet<u64> =
+        statuses.iter().flat_map(|s| s.keys().copied()).collect();
+    let mut checked = 0;
+    for region in regions {
+        let Some(leader) = at_leader(&statuses, region) else {
+            continue;
+        };
+        let descriptor = leader.region.as_ref()?;
+        let voters: Vec<u64> = descriptor
+            .peers
+            .iter()
+            .filter(|p| !leader.learners.contains(p))
+            .map(|p| p.get())
+            .collect();
+        let caught_up = voters
+            .iter()
+            .filter(|v| {
+                statuses
+                    .get((**v - 1) as usize)
+                    .and_then(|s| s.get(&region))
+                    .is_some_and(|s| {
+                        s.applied_index.get() + CAUGHT_UP_SLACK >= leader.commit_index.get()
+                    })
+            })
+            .count();
+        assert!(
+            caught_up > voters.len() / 2,
+            "region {region} lacks a quorum of caught-up voters: voters {voters:?}, {caught_up} \
+             caught up, leader {leader:?}; all: {statuses:?}"
+        );
+        checked += 1;
+    }
+    Some(checked)
 }
 
 /// Reads every acknowledged write back, linearizably.
@@ -226,8 +313,11 @@ fn the_driver_balances_regions_onto_a_joined_store_while_a_client_writes() {
     wait_serving(&cluster);
     let writes = writer(&cluster.nodes[0], stop.clone(), Arc::default());
     // Four Regions on three stores (12 replicas) become three per store, and the four
-    // leaders (all on store 1 at the start) one per store.
+    // leaders (all on store 1 at the start) one per store. Meanwhile every Region keeps a
+    // quorum of caught-up voters, at each look.
+    let mut quorum_checks = 0;
     wait_for("the stores to be balanced", MOVE_TIMEOUT, || {
+        quorum_checks += check_quorums(&cluster).unwrap_or(0);
         let status = pd_status(&cluster)?;
         let counts = counts(&status);
         let balanced = counts.len() == 4 && counts.values().all(|n| *n == 3);
@@ -239,11 +329,170 @@ fn the_driver_balances_regions_onto_a_joined_store_while_a_client_writes() {
         let on_four = cluster.status(3)?.len();
         (balanced && leaders_spread && on_four == 3).then_some(())
     });
+    assert!(
+        quorum_checks >= 4,
+        "the quorums were looked at only {quorum_checks} times"
+    );
     for i in 0..3 {
         wait_for("old replicas to be destroyed", MOVE_TIMEOUT, || {
             (cluster.status(i)?.len() == 3).then_some(())
         });
     }
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writes.join().expect("writer");
+    check_writes(&cluster, &acknowledged);
+}
+
+/// Waits until `more` further writes are acknowledged; on a timeout prints the nodes' logs.
+fn wait_acked(cluster: &Cluster, acked: &AtomicU64, more: u64, what: &str) {
+    let before = acked.load(Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + CLUSTER_TIMEOUT;
+    while acked.load(Ordering::Relaxed) < before + more {
+        if std::time::Instant::now() > deadline {
+            for (i, n) in cluster.nodes.iter().enumerate() {
+                eprintln!("===== node {} =====\n{}", i + 1, n.log());
+            }
+            let now = acked.load(Ordering::Relaxed);
+            panic!(
+                "timed out after {CLUSTER_TIMEOUT:?} waiting for {what}: {} of {more} more \
+                 writes acknowledged (the nodes' logs are above)",
+                now - before
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The Region's leader's status, once a leader is known and `accept` holds for it.
+fn leader_status(
+    cluster: &Cluster,
+    region: u64,
+    accept: impl Fn(&RegionStatus) -> bool,
+) -> Option<RegionStatus> {
+    let statuses: Vec<BTreeMap<u64, RegionStatus>> = (0..cluster.nodes.len())
+        .filter_map(|i| cluster.status(i))
+        .collect();
+    at_leader(&statuses, region).filter(|s| accept(s)).cloned()
+}
+
+fn has_learner(status: &RegionStatus, store: u64) -> bool {
+    status.learners.iter().any(|l| l.get() == store)
+}
+
+fn has_peer(status: &RegionStatus, store: u64) -> bool {
+    status
+        .region
+        .as_ref()
+        .is_some_and(|r| r.peers.iter().any(|p| p.get() == store))
+}
+
+#[test]
+fn a_partition_mid_move_leaves_the_region_serving_until_healed_and_a_cancelled_move_rolls_back() {
+    let ports: Vec<common::Ports> = (0..4).map(|_| free_ports(1)).collect();
+    let peer_ports: Vec<u16> = ports.iter().map(|p| p.peer).collect();
+    let mesh = Mesh::start(&peer_ports, 1);
+    let cluster = cluster_and_joiner_through("pd_balance = false\n", Some((&mesh, &ports)));
+    wait_serving(&cluster);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let writes = writer(&cluster.nodes[0], stop.clone(), acked.clone());
+
+    // Store 4 is cut off from the other stores' peer traffic (the driver still hears it).
+    mesh.partition(&[3], &[0, 1, 2]);
+    let (ok, out) = cluster.nodes[1].cli(&["move", "1", "--to", "4"]);
+    assert!(ok, "tessera move failed: {out}");
+    wait_for(
+        "store 4 to become a learner of region 1",
+        MOVE_TIMEOUT,
+        || leader_status(&cluster, 1, |s| has_learner(s, 4)),
+    );
+    // The Region serves on: writes keep being acknowledged, the learner stays a learner
+    // (it cannot catch up) and store 4 holds no initialized replica.
+    wait_acked(
+        &cluster,
+        &acked,
+        100,
+        "writes acknowledged during the partition",
+    );
+    let cut_off = leader_status(&cluster, 1, |_| true).expect("region 1 has a leader");
+    assert!(
+        has_learner(&cut_off, 4),
+        "store 4 was promoted while cut off: {cut_off:?}"
+    );
+    assert!(
+        !cluster.status(3).expect("node 4 answers").contains_key(&1),
+        "store 4 was seeded while cut off"
+    );
+
+    // Healed, the move completes: store 4 is seeded by a snapshot, promoted, and a source
+    // replica is removed.
+    mesh.heal();
+    wait_for("region 1 to move onto store 4", MOVE_TIMEOUT, || {
+        leader_status(&cluster, 1, |s| {
+            let peers = s.region.as_ref().map_or(0, |r| r.peers.len());
+            has_peer(s, 4) && !has_learner(s, 4) && peers == 3
+        })
+    });
+    assert!(
+        cluster.nodes[3].log().contains("initialized by a snapshot"),
+        "store 4's replica was seeded by a snapshot"
+    );
+
+    // A move of region 2 to store 4, cut off again, is cancelled: the learner is removed
+    // (no need to reach it), the Region keeps its three voters, and serves.
+    mesh.partition(&[3], &[0, 1, 2]);
+    let (ok, out) = cluster.nodes[1].cli(&["move", "2", "--to", "4"]);
+    assert!(ok, "tessera move failed: {out}");
+    wait_for(
+        "store 4 to become a learner of region 2",
+        MOVE_TIMEOUT,
+        || leader_status(&cluster, 2, |s| has_learner(s, 4)),
+    );
+    // The cancel rolls the move back once the driver knows the learner joined.
+    wait_for(
+        "the driver to see store 4 in region 2",
+        MOVE_TIMEOUT,
+        || {
+            let status = pd_status(&cluster)?;
+            let region = status
+                .regions
+                .iter()
+                .find(|r| r.region.region_id.get() == 2)?;
+            region
+                .region
+                .peers
+                .iter()
+                .any(|p| p.get() == 4)
+                .then_some(())
+        },
+    );
+    let (ok, out) = cluster.nodes[2].cli(&["move", "2", "--cancel"]);
+    assert!(ok && out.contains("rolling back"), "cancel: {out}");
+    let rolled_back = wait_for("the learner on store 4 to be removed", MOVE_TIMEOUT, || {
+        leader_status(&cluster, 2, |s| !has_peer(s, 4))
+    });
+    assert_eq!(
+        rolled_back.region.as_ref().map(|r| r.peers.len()),
+        Some(3),
+        "{rolled_back:?}"
+    );
+    assert!(rolled_back.learners.is_empty(), "{rolled_back:?}");
+    // Cancelling again is refused (the rollback cannot be cancelled, or it is over): it must
+    // not start the move again.
+    let (ok, out) = cluster.nodes[2].cli(&["move", "2", "--cancel"]);
+    assert!(!ok, "a second cancel was taken: {out}");
+    wait_for("the driver to forget the move", MOVE_TIMEOUT, || {
+        pd_status(&cluster)?.moves.is_empty().then_some(())
+    });
+    let after = leader_status(&cluster, 2, |_| true).expect("region 2 has a leader");
+    assert!(!has_peer(&after, 4), "the move started again: {after:?}");
+    mesh.heal();
+    wait_acked(
+        &cluster,
+        &acked,
+        100,
+        "writes acknowledged after the rollback",
+    );
     stop.store(true, Ordering::Relaxed);
     let acknowledged = writes.join().expect("writer");
     check_writes(&cluster, &acknowledged);

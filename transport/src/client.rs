@@ -109,6 +109,9 @@ pub enum ClientOp {
         from: NodeId,
         to: NodeId,
     },
+    /// Asks the placement driver to cancel the move of the request's Region (a move not
+    /// begun is dropped; one whose target is a member already is rolled back).
+    CancelMove,
     /// Asks the Region's leader for the next step of moving the replica on `from` to `to`.
     MoveStep {
         from: NodeId,
@@ -154,6 +157,7 @@ impl ClientOp {
             ClientOp::Split { .. } => "Split",
             ClientOp::PdStatus => "PdStatus",
             ClientOp::MoveRegion { .. } => "MoveRegion",
+            ClientOp::CancelMove => "CancelMove",
             ClientOp::MoveStep { .. } => "MoveStep",
             ClientOp::DestroyReplica => "DestroyReplica",
             ClientOp::LearnStores { .. } => "LearnStores",
@@ -216,6 +220,8 @@ pub struct MoveOrder {
     pub region_id: RegionId,
     pub from: NodeId,
     pub to: NodeId,
+    /// The move undoes a cancelled one (and cannot be cancelled itself).
+    pub rollback: bool,
 }
 
 /// One Region as a store reports it to the placement driver, and as the driver records it.
@@ -246,6 +252,8 @@ pub struct PdStatus {
     pub next_region_id: u64,
     pub stores: Vec<StoreReport>,
     pub regions: Vec<RegionReport>,
+    /// The moves in progress.
+    pub moves: Vec<MoveOrder>,
 }
 
 /// A value and its version.
@@ -311,6 +319,8 @@ pub struct RegionStatus {
     /// Bytes of keys and values in the Region's state machine.
     pub approximate_bytes: u64,
     pub keys: u64,
+    /// The peers of `region` that are learners (they do not vote or count toward a quorum).
+    pub learners: Vec<NodeId>,
 }
 
 /// A typed refusal. Each carries what the client needs to retry correctly.

@@ -61,6 +61,7 @@ fn op_size_bytes(op: &ClientOp) -> usize {
         | ClientOp::AskSplit
         | ClientOp::PdStatus
         | ClientOp::MoveRegion { .. }
+        | ClientOp::CancelMove
         | ClientOp::MoveStep { .. }
         | ClientOp::DestroyReplica => 0,
         ClientOp::LearnStores { stores } => 128 * stores.len(),
@@ -195,6 +196,10 @@ fn encode_membership_op(
         ClientOp::DestroyReplica => {
             let table = fb::DestroyReplica::create(fbb, &fb::DestroyReplicaArgs {});
             (fb::Op::DestroyReplica, table.as_union_value())
+        }
+        ClientOp::CancelMove => {
+            let table = fb::CancelMove::create(fbb, &fb::CancelMoveArgs {});
+            (fb::Op::CancelMove, table.as_union_value())
         }
         ClientOp::LearnStores { stores } => {
             let offsets: Vec<_> = stores
@@ -417,6 +422,10 @@ fn decode_op(
         fb::Op::DestroyReplica => {
             present(root.op_as_destroy_replica())?;
             ClientOp::DestroyReplica
+        }
+        fb::Op::CancelMove => {
+            present(root.op_as_cancel_move())?;
+            ClientOp::CancelMove
         }
         fb::Op::LearnStores => {
             let op = present(root.op_as_learn_stores())?;

@@ -139,18 +139,7 @@ fn encode_heartbeat(
     stale: &[RegionDescriptor],
     stores: &[StoreDescriptor],
 ) -> Union {
-    let offsets: Vec<_> = moves
-        .iter()
-        .map(|m| {
-            let args = fb::MoveOrderArgs {
-                region_id: m.region_id.0,
-                from: m.from.0,
-                to: m.to.0,
-            };
-            fb::MoveOrder::create(fbb, &args)
-        })
-        .collect();
-    let moves = Some(fbb.create_vector(&offsets));
+    let moves = Some(encode_moves(fbb, moves));
     let stale = Some(encode_regions(fbb, stale));
     let offsets: Vec<_> = stores.iter().map(|s| encode_store(fbb, s)).collect();
     let stores = Some(fbb.create_vector(&offsets));
@@ -162,24 +151,49 @@ fn encode_heartbeat(
     fb::HeartbeatResult::create(fbb, &args).as_union_value()
 }
 
-fn decode_heartbeat(
-    result: fb::HeartbeatResult<'_>,
+fn encode_moves<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    moves: &[MoveOrder],
+) -> WIPOffset<Vector<'a, ForwardsUOffset<fb::MoveOrder<'a>>>> {
+    let offsets: Vec<_> = moves
+        .iter()
+        .map(|m| {
+            let args = fb::MoveOrderArgs {
+                region_id: m.region_id.0,
+                from: m.from.0,
+                to: m.to.0,
+                rollback: m.rollback,
+            };
+            fb::MoveOrder::create(fbb, &args)
+        })
+        .collect();
+    fbb.create_vector(&offsets)
+}
+
+fn decode_moves(
+    moves: Vector<'_, ForwardsUOffset<fb::MoveOrder<'_>>>,
     limits: &DecodeLimits,
-) -> Result<ClientReply, TransportError> {
-    let moves = result.moves().unwrap_or_default();
+) -> Result<Vec<MoveOrder>, TransportError> {
     TransportError::check_count(FRAME, "moves", moves.len(), limits.regions_max)?;
-    let moves = moves
+    moves
         .iter()
         .map(|m| {
             Ok(MoveOrder {
                 region_id: nonzero_region(m.region_id())?,
                 from: node_id(FRAME, "move.from", m.from())?,
                 to: node_id(FRAME, "move.to", m.to())?,
+                rollback: m.rollback(),
             })
         })
-        .collect::<Result<Vec<_>, TransportError>>()?;
+        .collect()
+}
+
+fn decode_heartbeat(
+    result: fb::HeartbeatResult<'_>,
+    limits: &DecodeLimits,
+) -> Result<ClientReply, TransportError> {
     Ok(ClientReply::Heartbeat {
-        moves,
+        moves: decode_moves(result.moves().unwrap_or_default(), limits)?,
         stale: decode_regions(result.stale().unwrap_or_default(), limits)?,
         stores: decode_stores(result.stores().unwrap_or_default(), limits)?,
     })
@@ -201,11 +215,13 @@ fn encode_pd_status(fbb: &mut FlatBufferBuilder<'_>, status: &PdStatus) -> Union
         .collect();
     let stores = Some(fbb.create_vector(&offsets));
     let regions = Some(encode_reports(fbb, &status.regions));
+    let moves = Some(encode_moves(fbb, &status.moves));
     let args = fb::PdStatusResultArgs {
         cluster_id: status.cluster_id.get(),
         next_region_id: status.next_region_id,
         stores,
         regions,
+        moves,
     };
     fb::PdStatusResult::create(fbb, &args).as_union_value()
 }
@@ -269,6 +285,7 @@ fn decode_pd_status(
         next_region_id: status.next_region_id(),
         stores,
         regions: decode_reports(status.regions().unwrap_or_default(), limits)?,
+        moves: decode_moves(status.moves().unwrap_or_default(), limits)?,
     })
 }
 
@@ -343,6 +360,8 @@ fn encode_status(fbb: &mut FlatBufferBuilder<'_>, status: &NodeStatus) -> Union 
         .iter()
         .map(|region| {
             let descriptor = region.region.as_ref().map(|r| encode_region(fbb, r));
+            let learners: Vec<u64> = region.learners.iter().map(|id| id.get()).collect();
+            let learners = Some(fbb.create_vector(&learners));
             let args = fb::RegionStatusArgs {
                 region_id: region.region_id.get(),
                 core: region.core.get(),
@@ -353,6 +372,7 @@ fn encode_status(fbb: &mut FlatBufferBuilder<'_>, status: &NodeStatus) -> Union 
                 region: descriptor,
                 approximate_bytes: region.approximate_bytes,
                 keys: region.keys,
+                learners,
             };
             fb::RegionStatus::create(fbb, &args)
         })
@@ -671,6 +691,17 @@ fn decode_status(
     let regions = list
         .iter()
         .map(|region| {
+            let learners = region.learners().unwrap_or_default();
+            TransportError::check_count(
+                FRAME,
+                "status.learners",
+                learners.len(),
+                limits.conf_members_max,
+            )?;
+            let learners = learners
+                .iter()
+                .map(|raw| node_id(FRAME, "status.learners", raw))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(RegionStatus {
                 region_id: nonzero_region(region.region_id())?,
                 core: CoreId(region.core()),
@@ -684,6 +715,7 @@ fn decode_status(
                     .transpose()?,
                 approximate_bytes: region.approximate_bytes(),
                 keys: region.keys(),
+                learners,
             })
         })
         .collect::<Result<Vec<_>, TransportError>>()?;

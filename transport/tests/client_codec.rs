@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use tessera_core::{LogIndex, NodeId, RegionId, Term};
+use tessera_transport::client::MoveOrder;
 use tessera_transport::generated::client as fb;
 use tessera_transport::{
     decode_client_request, decode_client_response, encode_client_request, encode_client_response,
@@ -59,6 +60,16 @@ fn op() -> impl Strategy<Value = ClientOp> {
             new_region_id: RegionId(id)
         }),
         Just(ClientOp::PdStatus),
+        (any::<u64>(), 1..=u64::MAX).prop_map(|(from, to)| ClientOp::MoveRegion {
+            from: NodeId(from),
+            to: NodeId(to)
+        }),
+        Just(ClientOp::CancelMove),
+        (1..=u64::MAX, 1..=u64::MAX).prop_map(|(from, to)| ClientOp::MoveStep {
+            from: NodeId(from),
+            to: NodeId(to)
+        }),
+        Just(ClientOp::DestroyReplica),
     ]
 }
 
@@ -70,6 +81,17 @@ fn report() -> impl Strategy<Value = RegionReport> {
             keys,
         }
     })
+}
+
+fn move_order() -> impl Strategy<Value = MoveOrder> {
+    (1..=u64::MAX, 1..=u64::MAX, 1..=u64::MAX, any::<bool>()).prop_map(
+        |(region, from, to, rollback)| MoveOrder {
+            region_id: RegionId(region),
+            from: NodeId(from),
+            to: NodeId(to),
+            rollback,
+        },
+    )
 }
 
 fn pd_status() -> impl Strategy<Value = PdStatus> {
@@ -85,13 +107,17 @@ fn pd_status() -> impl Strategy<Value = PdStatus> {
         any::<u64>(),
         prop::collection::vec(store_report, 0..3),
         prop::collection::vec(report(), 0..4),
+        prop::collection::vec(move_order(), 0..3),
     )
-        .prop_map(|(cluster, next_region_id, stores, regions)| PdStatus {
-            cluster_id: ClusterId(cluster),
-            next_region_id,
-            stores,
-            regions,
-        })
+        .prop_map(
+            |(cluster, next_region_id, stores, regions, moves)| PdStatus {
+                cluster_id: ClusterId(cluster),
+                next_region_id,
+                stores,
+                regions,
+                moves,
+            },
+        )
 }
 
 fn request() -> impl Strategy<Value = ClientRequest> {
@@ -161,18 +187,22 @@ fn status() -> impl Strategy<Value = NodeStatus> {
         optional_node(),
         any::<[u64; 5]>(),
         prop::option::of(region()),
+        prop::collection::vec((1..=u64::MAX).prop_map(NodeId), 0..3),
     )
         .prop_map(
-            |(id, core, leader, [term, commit, applied, bytes, keys], region)| RegionStatus {
-                region_id: RegionId(id),
-                core: CoreId(core),
-                leader,
-                term: Term(term),
-                commit_index: LogIndex(commit),
-                applied_index: LogIndex(applied),
-                region,
-                approximate_bytes: bytes,
-                keys,
+            |(id, core, leader, [term, commit, applied, bytes, keys], region, learners)| {
+                RegionStatus {
+                    region_id: RegionId(id),
+                    core: CoreId(core),
+                    leader,
+                    term: Term(term),
+                    commit_index: LogIndex(commit),
+                    applied_index: LogIndex(applied),
+                    region,
+                    approximate_bytes: bytes,
+                    keys,
+                    learners,
+                }
             },
         );
     let regions = prop::collection::vec(region_status, 0..4);
@@ -222,6 +252,18 @@ fn reply() -> impl Strategy<Value = ClientReply> {
             new_region_id: RegionId(id)
         }),
         pd_status().prop_map(ClientReply::Pd),
+        (
+            prop::collection::vec(move_order(), 0..3),
+            prop::collection::vec(region(), 0..3),
+            prop::collection::vec(store(), 0..3)
+        )
+            .prop_map(|(moves, stale, stores)| ClientReply::Heartbeat {
+                moves,
+                stale,
+                stores
+            }),
+        (any::<bool>(), "[a-z ]{0,20}")
+            .prop_map(|(done, detail)| ClientReply::MoveStep { done, detail }),
     ]
 }
 

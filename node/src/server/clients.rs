@@ -239,6 +239,7 @@ pub fn to_kv_request(request: &ClientRequest) -> Result<KvRequest, ClientError> 
         | ClientOp::AskSplit
         | ClientOp::PdStatus
         | ClientOp::MoveRegion { .. }
+        | ClientOp::CancelMove
         | ClientOp::LearnStores { .. } => {
             return Err(ClientError::InvalidRequest {
                 message: "not a key-value operation".into(),

@@ -420,7 +420,8 @@ impl CoreLoop {
             ClientOp::StoreHeartbeat { .. }
             | ClientOp::AskSplit
             | ClientOp::PdStatus
-            | ClientOp::MoveRegion { .. } => return self.on_pd(origin, request),
+            | ClientOp::MoveRegion { .. }
+            | ClientOp::CancelMove => return self.on_pd(origin, request),
             ClientOp::LearnStores { stores } => {
                 self.learn_stores(&stores);
                 return self.reply(origin, Ok(ClientReply::Ack));
@@ -793,6 +794,7 @@ impl CoreLoop {
                     region: Some(describe(&s.region, s.leader)),
                     approximate_bytes: s.approximate_bytes as u64,
                     keys: s.keys as u64,
+                    learners: s.learners,
                 })
                 .collect(),
         }

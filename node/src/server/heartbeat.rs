@@ -8,7 +8,10 @@
 //!    Region epoch every `SPLIT_RETRY` (`split_check_interval_ms`);
 //! 3. acts on the driver's answer to the heartbeat: for each move in progress of a Region
 //!    this node leads, asks the owning core for the move's next step (`MoveStep`, one Raft
-//!    conf change at a time, see `store::membership`); destroys the replicas the driver
+//!    conf change at a time, see `store::membership`); removes the learners of the Regions it
+//!    leads that no move in progress concerns (left by a move cancelled while its leader was
+//!    adding the learner: the step `MoveStep { from: learner, to: this node }` removes it);
+//!    destroys the replicas the driver
 //!    reports removed (`DestroyReplica`); and tells every core, and `meta.toml`, of stores
 //!    that joined the cluster (`LearnStores`).
 //!
@@ -251,6 +254,15 @@ fn on_answer(
             pending = true;
         }
     }
+    for (status, order) in stray_learner_removals(config.node, statuses, &answer.moves) {
+        tracing::info!(
+            region = order.region_id.0,
+            learner = order.from.0,
+            "removing a learner no move concerns"
+        );
+        move_step(config, status, &order, request_id);
+        pending = true;
+    }
     for region in &answer.stale {
         let Some(status) = statuses.iter().find(|s| s.region_id == region.region_id) else {
             continue;
@@ -269,6 +281,32 @@ fn on_answer(
         );
     }
     pending
+}
+
+/// The steps that remove the learners of the Regions `node` leads (per `statuses`) that no
+/// move in `moves` concerns: `MoveStep { from: learner, to: node }` (the target a voter
+/// already, the source a member, so the step is `Remove(learner)`).
+fn stray_learner_removals<'a>(
+    node: NodeId,
+    statuses: &'a [RegionStatus],
+    moves: &[MoveOrder],
+) -> Vec<(&'a RegionStatus, MoveOrder)> {
+    statuses
+        .iter()
+        .filter(|s| s.leader == Some(node))
+        .filter(|s| !moves.iter().any(|order| order.region_id == s.region_id))
+        .flat_map(|status| {
+            status.learners.iter().map(move |learner| {
+                let order = MoveOrder {
+                    region_id: status.region_id,
+                    from: *learner,
+                    to: node,
+                    rollback: false,
+                };
+                (status, order)
+            })
+        })
+        .collect()
 }
 
 /// Tells every core of the stores, and records them in `meta.toml` (so a restart knows
@@ -403,7 +441,38 @@ mod tests {
             }),
             approximate_bytes: bytes,
             keys: 1,
+            learners: Vec::new(),
         }
+    }
+
+    #[test]
+    fn only_learners_of_regions_led_here_that_no_move_concerns_are_removed() {
+        let with_learner = |id, leader, learner| RegionStatus {
+            learners: vec![NodeId(learner)],
+            ..status(id, leader, 10, 1)
+        };
+        let statuses = [
+            with_learner(1, 1, 4), // stray: removed
+            with_learner(2, 1, 4), // the target of a move in progress
+            with_learner(3, 2, 4), // led elsewhere
+            with_learner(5, 1, 3), // a move being rolled back (the reverse move removes it)
+            status(6, 1, 10, 1),   // no learner
+        ];
+        let order = |region, from, to| MoveOrder {
+            region_id: RegionId(region),
+            from: NodeId(from),
+            to: NodeId(to),
+            rollback: false,
+        };
+        let moves = [order(2, 3, 4), order(5, 3, 1)];
+        let removals: Vec<MoveOrder> = stray_learner_removals(NodeId(1), &statuses, &moves)
+            .into_iter()
+            .map(|(status, order)| {
+                assert_eq!(status.region_id, order.region_id);
+                order
+            })
+            .collect();
+        assert_eq!(removals, vec![order(1, 4, 1)]);
     }
 
     #[test]

@@ -95,6 +95,13 @@ impl<W> PdHost<W> {
                     Err(message) => PdAnswer::Now(Err(ClientError::InvalidRequest { message })),
                 }
             }
+            ClientOp::CancelMove => match self.placement.cancel_move(region) {
+                Ok(detail) => {
+                    tracing::info!(region = region.0, %detail, "placement driver cancels a move");
+                    PdAnswer::WhenDurable(Ok(ClientReply::MoveStep { done: true, detail }))
+                }
+                Err(message) => PdAnswer::Now(Err(ClientError::InvalidRequest { message })),
+            },
             ClientOp::Join { store } => self.on_join(store),
             ClientOp::AskSplit => match self.placement.ask_split(region) {
                 Ok(new_region_id) => {

@@ -98,10 +98,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Mode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 18;
+pub const ENUM_MAX_OP: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 19] = [
+pub const ENUM_VALUES_OP: [Op; 20] = [
   Op::NONE,
   Op::Put,
   Op::Get,
@@ -121,6 +121,7 @@ pub const ENUM_VALUES_OP: [Op; 19] = [
   Op::MoveStep,
   Op::DestroyReplica,
   Op::LearnStores,
+  Op::CancelMove,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -147,9 +148,10 @@ impl Op {
   pub const MoveStep: Self = Self(16);
   pub const DestroyReplica: Self = Self(17);
   pub const LearnStores: Self = Self(18);
+  pub const CancelMove: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 18;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -170,6 +172,7 @@ impl Op {
     Self::MoveStep,
     Self::DestroyReplica,
     Self::LearnStores,
+    Self::CancelMove,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -193,6 +196,7 @@ impl Op {
       Self::MoveStep => Some("MoveStep"),
       Self::DestroyReplica => Some("DestroyReplica"),
       Self::LearnStores => Some("LearnStores"),
+      Self::CancelMove => Some("CancelMove"),
       _ => None,
     }
   }
@@ -2093,6 +2097,87 @@ impl ::core::fmt::Debug for MoveRegion<'_> {
       ds.finish()
   }
 }
+pub enum CancelMoveOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks the placement driver to cancel the move of the request's Region: a move not begun is
+/// dropped; one whose target is a member already is rolled back (the target's replica
+/// removed, the source kept). Answered with MoveStepResult (`detail` says which).
+pub struct CancelMove<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CancelMove<'a> {
+  type Inner = CancelMove<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CancelMove<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CancelMove { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args CancelMoveArgs
+  ) -> ::flatbuffers::WIPOffset<CancelMove<'bldr>> {
+    let mut builder = CancelMoveBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for CancelMove<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CancelMoveArgs {
+}
+impl<'a> Default for CancelMoveArgs {
+  #[inline]
+  fn default() -> Self {
+    CancelMoveArgs {
+    }
+  }
+}
+
+pub struct CancelMoveBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CancelMoveBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CancelMoveBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CancelMoveBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CancelMove<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CancelMove<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CancelMove");
+      ds.finish()
+  }
+}
 pub enum MoveStepOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2750,6 +2835,21 @@ impl<'a> ClientRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_cancel_move(&self) -> Option<CancelMove<'a>> {
+    if self.op_type() == Op::CancelMove {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CancelMove::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientRequest<'_> {
@@ -2783,6 +2883,7 @@ impl ::flatbuffers::Verifiable for ClientRequest<'_> {
           Op::MoveStep => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MoveStep>>("Op::MoveStep", pos),
           Op::DestroyReplica => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DestroyReplica>>("Op::DestroyReplica", pos),
           Op::LearnStores => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LearnStores>>("Op::LearnStores", pos),
+          Op::CancelMove => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CancelMove>>("Op::CancelMove", pos),
           _ => Ok(()),
         }
      })?
@@ -2993,6 +3094,13 @@ impl ::core::fmt::Debug for ClientRequest<'_> {
         },
         Op::LearnStores => {
           if let Some(x) = self.op_as_learn_stores() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::CancelMove => {
+          if let Some(x) = self.op_as_cancel_move() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -3494,6 +3602,7 @@ impl<'a> RegionStatus<'a> {
   pub const VT_REGION: ::flatbuffers::VOffsetT = 16;
   pub const VT_APPROXIMATE_BYTES: ::flatbuffers::VOffsetT = 18;
   pub const VT_KEYS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3512,6 +3621,7 @@ impl<'a> RegionStatus<'a> {
     builder.add_term(args.term);
     builder.add_leader(args.leader);
     builder.add_region_id(args.region_id);
+    if let Some(x) = args.learners { builder.add_learners(x); }
     if let Some(x) = args.region { builder.add_region(x); }
     builder.add_core(args.core);
     builder.finish()
@@ -3583,6 +3693,14 @@ impl<'a> RegionStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(RegionStatus::VT_KEYS, Some(0)).unwrap()}
   }
+  /// The peers of `region` that are learners (they do not vote or count toward a quorum).
+  #[inline]
+  pub fn learners(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(RegionStatus::VT_LEARNERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for RegionStatus<'_> {
@@ -3600,6 +3718,7 @@ impl ::flatbuffers::Verifiable for RegionStatus<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<RegionDescriptor>>("region", Self::VT_REGION, false)?
      .visit_field::<u64>("approximate_bytes", Self::VT_APPROXIMATE_BYTES, false)?
      .visit_field::<u64>("keys", Self::VT_KEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learners", Self::VT_LEARNERS, false)?
      .finish();
     Ok(())
   }
@@ -3614,6 +3733,7 @@ pub struct RegionStatusArgs<'a> {
     pub region: Option<::flatbuffers::WIPOffset<RegionDescriptor<'a>>>,
     pub approximate_bytes: u64,
     pub keys: u64,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for RegionStatusArgs<'a> {
   #[inline]
@@ -3628,6 +3748,7 @@ impl<'a> Default for RegionStatusArgs<'a> {
       region: None,
       approximate_bytes: 0,
       keys: 0,
+      learners: None,
     }
   }
 }
@@ -3674,6 +3795,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegionStatusBuilder<'a, 'b, A
     self.fbb_.push_slot::<u64>(RegionStatus::VT_KEYS, keys, 0);
   }
   #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegionStatus::VT_LEARNERS, learners);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegionStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RegionStatusBuilder {
@@ -3700,6 +3825,7 @@ impl ::core::fmt::Debug for RegionStatus<'_> {
       ds.field("region", &self.region());
       ds.field("approximate_bytes", &self.approximate_bytes());
       ds.field("keys", &self.keys());
+      ds.field("learners", &self.learners());
       ds.finish()
   }
 }
@@ -4769,6 +4895,7 @@ impl<'a> PdStatusResult<'a> {
   pub const VT_NEXT_REGION_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_STORES: ::flatbuffers::VOffsetT = 8;
   pub const VT_REGIONS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MOVES: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4782,6 +4909,7 @@ impl<'a> PdStatusResult<'a> {
     let mut builder = PdStatusResultBuilder::new(_fbb);
     builder.add_next_region_id(args.next_region_id);
     builder.add_cluster_id(args.cluster_id);
+    if let Some(x) = args.moves { builder.add_moves(x); }
     if let Some(x) = args.regions { builder.add_regions(x); }
     if let Some(x) = args.stores { builder.add_stores(x); }
     builder.finish()
@@ -4816,6 +4944,14 @@ impl<'a> PdStatusResult<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionReport>>>>(PdStatusResult::VT_REGIONS, None)}
   }
+  /// The moves in progress.
+  #[inline]
+  pub fn moves(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveOrder<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveOrder>>>>(PdStatusResult::VT_MOVES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PdStatusResult<'_> {
@@ -4828,6 +4964,7 @@ impl ::flatbuffers::Verifiable for PdStatusResult<'_> {
      .visit_field::<u64>("next_region_id", Self::VT_NEXT_REGION_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StoreReport>>>>("stores", Self::VT_STORES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<RegionReport>>>>("regions", Self::VT_REGIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MoveOrder>>>>("moves", Self::VT_MOVES, false)?
      .finish();
     Ok(())
   }
@@ -4837,6 +4974,7 @@ pub struct PdStatusResultArgs<'a> {
     pub next_region_id: u64,
     pub stores: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StoreReport<'a>>>>>,
     pub regions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<RegionReport<'a>>>>>,
+    pub moves: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MoveOrder<'a>>>>>,
 }
 impl<'a> Default for PdStatusResultArgs<'a> {
   #[inline]
@@ -4846,6 +4984,7 @@ impl<'a> Default for PdStatusResultArgs<'a> {
       next_region_id: 0,
       stores: None,
       regions: None,
+      moves: None,
     }
   }
 }
@@ -4872,6 +5011,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PdStatusResultBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PdStatusResult::VT_REGIONS, regions);
   }
   #[inline]
+  pub fn add_moves(&mut self, moves: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MoveOrder<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PdStatusResult::VT_MOVES, moves);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PdStatusResultBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PdStatusResultBuilder {
@@ -4893,6 +5036,7 @@ impl ::core::fmt::Debug for PdStatusResult<'_> {
       ds.field("next_region_id", &self.next_region_id());
       ds.field("stores", &self.stores());
       ds.field("regions", &self.regions());
+      ds.field("moves", &self.moves());
       ds.finish()
   }
 }
@@ -5013,7 +5157,8 @@ impl ::core::fmt::Debug for MoveStepResult<'_> {
 pub enum MoveOrderOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// A move the placement driver orders: the Region's replica on `from` goes to `to`.
+/// A move the placement driver orders: the Region's replica on `from` goes to `to`;
+/// `rollback` when it undoes a cancelled move (then it cannot be cancelled itself).
 pub struct MoveOrder<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -5030,6 +5175,7 @@ impl<'a> MoveOrder<'a> {
   pub const VT_REGION_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_FROM: ::flatbuffers::VOffsetT = 6;
   pub const VT_TO: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ROLLBACK: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5044,6 +5190,7 @@ impl<'a> MoveOrder<'a> {
     builder.add_to(args.to);
     builder.add_from(args.from);
     builder.add_region_id(args.region_id);
+    builder.add_rollback(args.rollback);
     builder.finish()
   }
 
@@ -5069,6 +5216,13 @@ impl<'a> MoveOrder<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(MoveOrder::VT_TO, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn rollback(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MoveOrder::VT_ROLLBACK, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for MoveOrder<'_> {
@@ -5080,6 +5234,7 @@ impl ::flatbuffers::Verifiable for MoveOrder<'_> {
      .visit_field::<u64>("region_id", Self::VT_REGION_ID, false)?
      .visit_field::<u64>("from", Self::VT_FROM, false)?
      .visit_field::<u64>("to", Self::VT_TO, false)?
+     .visit_field::<bool>("rollback", Self::VT_ROLLBACK, false)?
      .finish();
     Ok(())
   }
@@ -5088,6 +5243,7 @@ pub struct MoveOrderArgs {
     pub region_id: u64,
     pub from: u64,
     pub to: u64,
+    pub rollback: bool,
 }
 impl<'a> Default for MoveOrderArgs {
   #[inline]
@@ -5096,6 +5252,7 @@ impl<'a> Default for MoveOrderArgs {
       region_id: 0,
       from: 0,
       to: 0,
+      rollback: false,
     }
   }
 }
@@ -5118,6 +5275,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MoveOrderBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(MoveOrder::VT_TO, to, 0);
   }
   #[inline]
+  pub fn add_rollback(&mut self, rollback: bool) {
+    self.fbb_.push_slot::<bool>(MoveOrder::VT_ROLLBACK, rollback, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MoveOrderBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MoveOrderBuilder {
@@ -5138,6 +5299,7 @@ impl ::core::fmt::Debug for MoveOrder<'_> {
       ds.field("region_id", &self.region_id());
       ds.field("from", &self.from());
       ds.field("to", &self.to());
+      ds.field("rollback", &self.rollback());
       ds.finish()
   }
 }
