@@ -23,6 +23,16 @@ use proxy::Mesh;
 use tessera_node::client::{Client, ClientOptions};
 use tessera_transport::client::{Mode, PdStatus, RegionStatus};
 
+/// The tests of this file run one at a time: each runs four nodes and a writer, and on the
+/// 2-CPU machine three such clusters at once starve each other's cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How long a move or a balancing round may take on a loaded machine.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -240,6 +250,7 @@ fn check_writes(cluster: &Cluster, acknowledged: &[(String, String)]) {
 
 #[test]
 fn a_region_moves_to_a_store_that_joined_while_a_client_writes_and_the_old_replica_is_gone() {
+    let _serial = one_at_a_time();
     let mut cluster = cluster_and_joiner("pd_balance = false\n");
     // The joiner was registered by the driver and holds nothing yet.
     let status = wait_for("the driver to know 4 stores", CLUSTER_TIMEOUT, || {
@@ -306,6 +317,7 @@ fn a_region_moves_to_a_store_that_joined_while_a_client_writes_and_the_old_repli
 
 #[test]
 fn the_driver_balances_regions_onto_a_joined_store_while_a_client_writes() {
+    let _serial = one_at_a_time();
     let cluster = cluster_and_joiner(
         "initial_split_keys = [\"f\", \"m\", \"t\"]\npd_balance_leaders = true\n",
     );
@@ -350,7 +362,8 @@ fn wait_acked(cluster: &Cluster, acked: &AtomicU64, more: u64, what: &str) {
     while acked.load(Ordering::Relaxed) < before + more {
         if std::time::Instant::now() > deadline {
             for (i, n) in cluster.nodes.iter().enumerate() {
-                eprintln!("===== node {} =====\n{}", i + 1, n.log());
+                let threads = common::cluster::threads_report(n.pid());
+                eprintln!("===== node {} =====\n{}\n{threads}", i + 1, n.log());
             }
             let now = acked.load(Ordering::Relaxed);
             panic!(
@@ -388,6 +401,7 @@ fn has_peer(status: &RegionStatus, store: u64) -> bool {
 
 #[test]
 fn a_partition_mid_move_leaves_the_region_serving_until_healed_and_a_cancelled_move_rolls_back() {
+    let _serial = one_at_a_time();
     let ports: Vec<common::Ports> = (0..4).map(|_| free_ports(1)).collect();
     let peer_ports: Vec<u16> = ports.iter().map(|p| p.peer).collect();
     let mesh = Mesh::start(&peer_ports, 1);
