@@ -388,6 +388,15 @@ fn leader_status(
     at_leader(&statuses, region).filter(|s| accept(s)).cloned()
 }
 
+/// Orders the move of `region` to store 4 (cut off) and waits until store 4 is its learner.
+fn move_to_4_until_learner(cluster: &Cluster, region: u64) {
+    let (ok, out) = cluster.nodes[1].cli(&["move", &region.to_string(), "--to", "4"]);
+    assert!(ok, "tessera move failed: {out}");
+    wait_for("store 4 to become a learner", MOVE_TIMEOUT, || {
+        leader_status(cluster, region, |s| has_learner(s, 4))
+    });
+}
+
 fn has_learner(status: &RegionStatus, store: u64) -> bool {
     status.learners.iter().any(|l| l.get() == store)
 }
@@ -413,13 +422,7 @@ fn a_partition_mid_move_leaves_the_region_serving_until_healed_and_a_cancelled_m
 
     // Store 4 is cut off from the other stores' peer traffic (the driver still hears it).
     mesh.partition(&[3], &[0, 1, 2]);
-    let (ok, out) = cluster.nodes[1].cli(&["move", "1", "--to", "4"]);
-    assert!(ok, "tessera move failed: {out}");
-    wait_for(
-        "store 4 to become a learner of region 1",
-        MOVE_TIMEOUT,
-        || leader_status(&cluster, 1, |s| has_learner(s, 4)),
-    );
+    move_to_4_until_learner(&cluster, 1);
     // The Region serves on: writes keep being acknowledged, the learner stays a learner
     // (it cannot catch up) and store 4 holds no initialized replica.
     wait_acked(
@@ -455,13 +458,7 @@ fn a_partition_mid_move_leaves_the_region_serving_until_healed_and_a_cancelled_m
     // A move of region 2 to store 4, cut off again, is cancelled: the learner is removed
     // (no need to reach it), the Region keeps its three voters, and serves.
     mesh.partition(&[3], &[0, 1, 2]);
-    let (ok, out) = cluster.nodes[1].cli(&["move", "2", "--to", "4"]);
-    assert!(ok, "tessera move failed: {out}");
-    wait_for(
-        "store 4 to become a learner of region 2",
-        MOVE_TIMEOUT,
-        || leader_status(&cluster, 2, |s| has_learner(s, 4)),
-    );
+    move_to_4_until_learner(&cluster, 2);
     // The cancel rolls the move back once the driver knows the learner joined.
     wait_for(
         "the driver to see store 4 in region 2",
