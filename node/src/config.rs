@@ -82,6 +82,11 @@ pub struct NodeConfig {
     /// With `pd_balance`, also move leadership from the store leading the most Regions to
     /// the one leading the fewest, one transfer at a time, until they differ by at most one.
     pub pd_balance_leaders: bool,
+    /// The node moves Regions between its cores, one at a time, until the cores' Region
+    /// counts differ by at most one (a split keeps the new Region on its parent's core).
+    pub core_balance: bool,
+    /// How often the node compares its cores' Region counts (with `core_balance`).
+    pub core_balance_interval_ms: u64,
     /// Where this node dials other nodes' peer ports, overriding the address the cluster
     /// metadata gives: `"ID=HOST:PEER_PORT"` per overridden node (core `i` of that node at
     /// `PEER_PORT + i`). For a proxy or address translation between nodes; the chaos tests
@@ -221,6 +226,8 @@ impl Default for NodeConfig {
             split_size_bytes: 96 << 20,
             pd_balance: true,
             pd_balance_leaders: false,
+            core_balance: true,
+            core_balance_interval_ms: 10_000,
             initial_cluster: Vec::new(),
             peer_dial_addrs: Vec::new(),
         }

@@ -49,6 +49,7 @@ use crate::region::{owning_core, Region, RegionEpoch};
 use crate::request::{KvError, KvOp, KvReply, KvRequest, KvResult, Mode};
 use crate::split::{self, SplitCommand, SPLIT_FORMAT};
 
+pub mod handoff;
 pub mod membership;
 pub use membership::Tombstone;
 
@@ -247,6 +248,9 @@ pub struct Store {
     tombstones: BTreeMap<RegionId, u64>,
     /// Tombstones made since the driver last took them.
     destroyed: Vec<Tombstone>,
+    /// Regions another core of this node hosts (handed off): a split replayed from a
+    /// parent's log, or a message, never creates them here.
+    elsewhere: BTreeSet<RegionId>,
 }
 
 impl Store {
@@ -264,6 +268,22 @@ impl Store {
             replaced: BTreeSet::new(),
             tombstones: BTreeMap::new(),
             destroyed: Vec::new(),
+            elsewhere: BTreeSet::new(),
+        }
+    }
+
+    /// True if another core of this node hosts `region` (see `set_elsewhere`).
+    pub fn is_elsewhere(&self, region: RegionId) -> bool {
+        self.elsewhere.contains(&region)
+    }
+
+    /// Records whether another core of this node hosts `region`: a split replayed from a
+    /// parent's log, a message, or recovery never creates it on this core.
+    pub fn set_elsewhere(&mut self, region: RegionId, elsewhere: bool) {
+        if elsewhere {
+            self.elsewhere.insert(region);
+        } else {
+            self.elsewhere.remove(&region);
         }
     }
 
@@ -396,7 +416,8 @@ impl Store {
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::InstallSnapshot { .. }
         );
-        let ours = owning_core(region, self.config.cores) == self.config.core;
+        let ours = owning_core(region, self.config.cores) == self.config.core
+            && !self.elsewhere.contains(&region);
         if !from_leader || !ours || message.from == self.config.node || region.0 == 0 {
             return false;
         }
@@ -872,6 +893,10 @@ impl Store {
         campaign: bool,
     ) {
         self.stats.splits_applied += 1;
+        if self.elsewhere.contains(&region.id) {
+            tracing::info!(%region, "split applied; the new region lives on another core");
+            return;
+        }
         let mut term = BOOTSTRAP_TERM;
         match self.peers.get(&region.id) {
             Some(peer) if peer.initialized => {

@@ -241,7 +241,9 @@ impl SnapshotSource for Path {
 /// creates no replica of a Region it is not a peer of: it would be an idle group nobody
 /// talks to. A snapshot's envelope gives the Region's range and epoch as of the snapshot;
 /// later splits replay from the WAL. A destroyed replica (a tombstone) is left out unless
-/// a newer snapshot (at a higher conf version: it was added again) exists.
+/// a newer snapshot (at a higher conf version: it was added again) exists. A Region the
+/// Store knows on another core of the node (`Store::set_elsewhere`: handed off, see
+/// `core::handoff`) is left out too; the caller frees what this core still holds of it.
 ///
 /// # Errors
 /// A message naming the Region and what could not be read.
@@ -263,6 +265,7 @@ pub fn recover_store(
     ids.extend(snapshots.regions()?);
     ids.sort_unstable();
     ids.dedup();
+    ids.retain(|id| !store.is_elsewhere(*id));
     store.restore_tombstones(snapshots.tombstones()?);
     for id in ids {
         let known = regions.iter().find(|r| r.id == id);

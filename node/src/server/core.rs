@@ -46,6 +46,9 @@ use super::pd_host::{PdAnswer, PdHost};
 use super::round::{round_batch, Carried};
 use super::snapshot_files;
 
+mod handoff;
+pub use handoff::HandOffs;
+
 /// Events waiting for the core loop, at most this many (then senders back off).
 pub const INBOX_EVENTS_MAX: usize = 65_536;
 
@@ -84,6 +87,13 @@ pub enum Event {
         version: u64,
         outcome: Result<(), String>,
     },
+    /// A Region handed over by another core is durable here (or could not be made so).
+    HandOffInstalled {
+        from_core: usize,
+        generation: u64,
+        state: Box<crate::store::handoff::HandOffState>,
+        outcome: Result<(), String>,
+    },
 }
 
 /// Who waits for an answer: a connection on this core, or another core that forwarded the
@@ -94,6 +104,7 @@ pub enum Origin {
         core: usize,
         token: u64,
         request_id: u64,
+        hops: u8,
     },
 }
 
@@ -140,6 +151,8 @@ pub struct CoreLoop {
     /// The leaders of the other cores' Regions, from their `CrossCore::Leaders` broadcasts
     /// (this core's own come from its Store).
     other_leaders: HashMap<RegionId, NodeId>,
+    /// Regions moving between cores, and where every Region of the node lives.
+    hand_offs: HandOffs,
 }
 
 /// Why a core stopped.
@@ -175,6 +188,7 @@ pub struct CoreParts {
     pub inbox: Inbox,
     pub peer_dial_addrs: Vec<PeerDialAddr>,
     pub members: Option<Members>,
+    pub hand_offs: HandOffs,
 }
 
 impl CoreLoop {
@@ -201,6 +215,7 @@ impl CoreLoop {
             inbox: parts.inbox,
             routing: BTreeMap::new(),
             other_leaders: HashMap::new(),
+            hand_offs: parts.hand_offs,
         }
     }
 
@@ -222,6 +237,8 @@ impl CoreLoop {
         }
         self.learn_regions(regions.clone());
         self.tell_other_cores(|| CrossCore::Regions(regions.clone()));
+        let ids: Vec<RegionId> = regions.iter().map(|r| r.id).collect();
+        self.tell_placement(&ids);
     }
 
     /// Tells the other cores which of this core's Regions changed leader.
@@ -286,6 +303,12 @@ impl CoreLoop {
                 Wake::Event(None) => break,
                 Wake::Appended(result) => self.on_appended(result)?,
             }
+            if let Some(message) = self.hand_offs.failed.take() {
+                return Err(CoreError::Snapshot {
+                    core: self.core,
+                    message: format!("a hand-off between cores: {message}"),
+                });
+            }
             self.answer_clients();
             if self.shutdown.load(Ordering::Relaxed) {
                 break;
@@ -324,21 +347,26 @@ impl CoreLoop {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Tick => self.store.on_tick(),
+            Event::Tick => {
+                self.store.on_tick();
+                self.hand_offs_on_tick();
+            }
             Event::Raft(batch) => {
                 latency::raft_in(&batch);
-                self.store.on_raft_messages(batch);
+                self.route_raft(batch);
             }
             Event::Client { reply_to, request } => self.on_client(Origin::Local(reply_to), request),
             Event::CrossCore(CrossCore::Request {
                 from_core,
                 token,
+                hops,
                 request,
             }) => {
                 let origin = Origin::Remote {
                     core: from_core,
                     token,
                     request_id: request.request_id,
+                    hops,
                 };
                 self.on_client(origin, request);
             }
@@ -356,6 +384,26 @@ impl CoreLoop {
                     };
                 }
             }
+            Event::CrossCore(CrossCore::Raft(batch)) => self.on_forwarded_raft(batch),
+            Event::CrossCore(CrossCore::Placement(placement)) => self.on_placement(placement),
+            Event::CrossCore(CrossCore::MoveToCore { region, to }) => {
+                self.on_move_to_core(region, to)
+            }
+            Event::CrossCore(CrossCore::HandOff {
+                from_core,
+                generation,
+                state,
+            }) => self.on_hand_off(from_core, generation, state),
+            Event::CrossCore(CrossCore::HandOffDone { region, installed }) => {
+                self.on_hand_off_done(region, installed)
+            }
+            Event::CrossCore(CrossCore::HandOffEnded { region }) => self.on_hand_off_ended(region),
+            Event::HandOffInstalled {
+                from_core,
+                generation,
+                state,
+                outcome,
+            } => self.on_hand_off_installed(from_core, generation, &state, outcome),
             Event::PdWritten { version, outcome } => {
                 let released = match self.pd.as_mut() {
                     Some(pd) => pd.on_written(version, outcome),
@@ -428,9 +476,11 @@ impl CoreLoop {
             }
             _ => {}
         }
-        let owner = owning_core(request.region_id, self.cores);
-        let known = self.routing.contains_key(&request.region_id);
-        if owner != self.core && known {
+        let Some((origin, request)) = self.park(origin, request) else {
+            return;
+        };
+        let owner = self.core_of(request.region_id);
+        if owner != self.core && self.known_elsewhere(request.region_id) {
             return self.forward(origin, owner, request);
         }
         match to_kv_request(&request) {
@@ -501,42 +551,58 @@ impl CoreLoop {
         if destroyed.is_empty() {
             return Ok(());
         }
-        let snapshot_error = |message| CoreError::Snapshot {
-            core: self.core,
-            message,
-        };
+        let core = self.core;
+        let snapshot_error = |message| CoreError::Snapshot { core, message };
         snapshot_files::write_tombstones(&self.snapshot_dir, self.store.tombstones())
             .map_err(snapshot_error)?;
         for tombstone in destroyed {
             snapshot_files::remove_region(&self.snapshot_dir, tombstone.region)
                 .map_err(snapshot_error)?;
             self.carried.removed(tombstone.region);
+            self.forget_destroyed(tombstone.region)
+                .map_err(snapshot_error)?;
         }
         Ok(())
     }
 
-    /// Hands a request to the core that owns its Region; only requests from this core's own
-    /// connections are forwarded (a forwarded request is never forwarded again).
+    /// Hands a request to the core that owns its Region. A request another core forwarded
+    /// goes on with that core's token (the answer goes straight back to it), at most
+    /// `HOPS_MAX` times: routing tables lag a hand-off only briefly.
     fn forward(&mut self, origin: Origin, owner: usize, request: ClientRequest) {
-        let Origin::Local(reply_to) = origin else {
-            return self.reply(
-                origin,
-                Err(ClientError::WrongCore {
-                    core: CoreId(owner as u32),
-                }),
-            );
+        let request_id = request.request_id;
+        let (from_core, token, hops) = match origin {
+            Origin::Local(reply_to) => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.forwarded.insert(token, reply_to);
+                (self.core, token, 0)
+            }
+            Origin::Remote {
+                core, token, hops, ..
+            } if hops < handoff::HOPS_MAX => (core, token, hops),
+            origin => {
+                let core = CoreId(owner as u32);
+                return self.reply(origin, Err(ClientError::WrongCore { core }));
+            }
         };
-        let token = self.next_token;
-        self.next_token += 1;
         let message = CrossCore::Request {
-            from_core: self.core,
+            from_core,
             token,
+            hops: hops + 1,
             request,
         };
-        if self.links.try_send(owner, message) {
-            self.forwarded.insert(token, reply_to);
-        } else {
-            reply_to.send(Err(ClientError::ServerBusy));
+        if !self.links.try_send(owner, message) {
+            let local = (from_core == self.core).then(|| self.forwarded.remove(&token));
+            let origin = match local.flatten() {
+                Some(reply_to) => Origin::Local(reply_to),
+                None => Origin::Remote {
+                    core: from_core,
+                    token,
+                    request_id,
+                    hops,
+                },
+            };
+            self.reply(origin, Err(ClientError::ServerBusy));
         }
     }
 
@@ -548,6 +614,7 @@ impl CoreLoop {
                 core,
                 token,
                 request_id,
+                ..
             } => {
                 let frame = encode_response(request_id, result);
                 if !self.links.try_send(core, CrossCore::Reply { token, frame }) {
@@ -565,6 +632,7 @@ impl CoreLoop {
     /// other round is in flight, else with the round before it.
     fn start_rounds(&mut self) -> Result<(), CoreError> {
         self.free_destroyed()?;
+        self.progress_hand_offs();
         while self.in_flight.len() < ROUNDS_IN_FLIGHT_MAX
             && !self.in_flight.iter().any(|round| round.ready.is_barrier())
         {

@@ -10,10 +10,11 @@
 use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
-use tessera_core::{NodeId, RegionId};
+use tessera_core::{Message, NodeId, RegionId};
 use tessera_transport::client::ClientRequest;
 
 use crate::region::Region;
+use crate::store::handoff::HandOffState;
 
 use super::core::{Event, Inbox};
 
@@ -23,9 +24,13 @@ pub const CROSS_CORE_MESSAGES_MAX: usize = 4096;
 /// What one core sends another.
 pub enum CrossCore {
     /// A request for a Region the receiver owns; answer with `Reply` carrying `token`.
+    /// `hops` counts the cores it passed through (a core that lost the Region to a
+    /// hand-off passes it on), so that routing tables lagging behind a hand-off never bounce
+    /// a request for ever.
     Request {
         from_core: usize,
         token: u64,
+        hops: u8,
         request: ClientRequest,
     },
     /// The encoded response frame for the request the receiver forwarded as `token`.
@@ -36,6 +41,24 @@ pub enum CrossCore {
     /// The sender's Regions whose leader changed (`None`: none known now), so that the
     /// routing table any core answers names the leaders of every core's Regions.
     Leaders(Vec<(RegionId, Option<NodeId>)>),
+    /// Raft messages that reached this node on a core that does not host their Region.
+    Raft(Vec<(RegionId, Message)>),
+    /// Where Regions live now: `(region, core, hand-off generation)`, `None` for a Region
+    /// that left the node. Newer generations win (see `core::handoff`).
+    Placement(Vec<(RegionId, Option<usize>, u64)>),
+    /// The balancer (core 0) asks the receiver to hand `region` to core `to`.
+    MoveToCore { region: RegionId, to: usize },
+    /// A Region handed over, at hand-off generation `generation`.
+    HandOff {
+        from_core: usize,
+        generation: u64,
+        state: Box<HandOffState>,
+    },
+    /// The answer to `HandOff`: installed durably (the sender frees its copy) or refused
+    /// (the sender takes the Region back).
+    HandOffDone { region: RegionId, installed: bool },
+    /// A hand-off the balancer asked for ended (done or given up).
+    HandOffEnded { region: RegionId },
 }
 
 /// One core's ends of the mesh, before they are connected on its executor.

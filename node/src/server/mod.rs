@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod clients;
 pub mod core;
 pub mod cross_core;
+pub mod handoff_files;
 pub mod heartbeat;
 pub mod pd;
 pub mod pd_host;
@@ -86,6 +87,10 @@ pub fn run(
     };
     let cores = meta.cores;
     check_memlock(config.io_memory_bytes, cores)?;
+    let owners = handoff_files::owners(&config.data_dir, cores)
+        .map_err(|message| ServerError::Core { core: 0, message })?;
+    let region_cores = handoff_files::placement(&config.data_dir, cores, &owners)
+        .map_err(|message| ServerError::Core { core: 0, message })?;
     let cpus = config.cpu_placement()?;
     tracing::info!(cpus = ?cpus, "executor placement (None: not pinned)");
     let (started_tx, started_rx) = mpsc::channel::<(usize, Started)>();
@@ -97,6 +102,7 @@ pub fn run(
             shutdown.clone(),
             started_tx.clone(),
         );
+        let (owners, region_cores) = (owners.clone(), region_cores.clone());
         let placement = match cpus[core] {
             Some(cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
@@ -118,6 +124,8 @@ pub fn run(
                             config,
                             meta,
                             unsafe_follower_reads,
+                            owners,
+                            region_cores,
                         };
                         executor.run(run_core(core_args, ends, shutdown, started))
                     }
@@ -215,6 +223,9 @@ struct CoreArgs {
     meta: DataMeta,
     /// The test-only broken read mode (`config::UNSAFE_FOLLOWER_READS_ENV`).
     unsafe_follower_reads: bool,
+    /// The owners of handed-off Regions and where every Region lives (`handoff_files`).
+    owners: handoff_files::Owners,
+    region_cores: handoff_files::Owners,
 }
 
 /// One core, from startup to shutdown. Reports readiness (or the startup error) on `started`.
@@ -261,6 +272,8 @@ async fn start_core(
         ref config,
         meta,
         unsafe_follower_reads,
+        owners,
+        region_cores,
     } = args;
     let core_dir = bootstrap::core_dir(&config.data_dir, core);
     let mut wal_options = WalOptions::new(core_dir.join("wal"));
@@ -282,6 +295,15 @@ async fn start_core(
     store_config.cores = meta.cores;
     let mut store = Store::new(store_config);
     let snapshot_dir = core_dir.join("snapshots");
+    let markers = handoff_files::recover(core, &core_dir, &owners, &wal, &snapshot_dir).await?;
+    let elsewhere: std::collections::BTreeSet<_> = region_cores
+        .iter()
+        .filter(|(_, (owner, _))| *owner != core)
+        .map(|(region, _)| *region)
+        .collect();
+    for region in &elsewhere {
+        store.set_elsewhere(*region, true);
+    }
     let regions = meta.regions(&config.data_dir).map_err(|e| e.to_string())?;
     let summary = bootstrap::recover_store(
         &mut store,
@@ -291,6 +313,7 @@ async fn start_core(
         &wal,
         snapshot_dir.as_path(),
     )?;
+    handoff_files::discard(&wal, &snapshot_dir, &elsewhere).await?;
     tracing::info!(core, ?summary, "regions recovered");
     for region in store.tombstones().keys() {
         if store.raft(*region).is_none() {
@@ -334,6 +357,10 @@ async fn start_core(
         peer_listener,
     );
     spawn_ticker(inbox.clone(), config.tick(), shutdown.clone());
+    let balance_interval_ticks = (core == 0 && meta.cores > 1 && config.core_balance)
+        .then(|| (config.core_balance_interval_ms / config.tick_ms.max(1)).max(1));
+    let hand_offs =
+        self::core::HandOffs::new(core_dir, &region_cores, markers, balance_interval_ticks);
     let meta = Rc::new(meta);
     Ok((
         CoreLoop::new(self::core::CoreParts {
@@ -349,6 +376,7 @@ async fn start_core(
             inbox,
             peer_dial_addrs: config.peer_dial_overrides().map_err(|e| e.to_string())?,
             members: Some(members),
+            hand_offs,
         }),
         events,
     ))

@@ -63,6 +63,12 @@ impl Carried {
         self.removals.push(region);
     }
 
+    /// `region` arrives again (handed over by another core) before its removal was written:
+    /// the removal must not follow the records of its new state.
+    pub fn cancel_removal(&mut self, region: RegionId) {
+        self.removals.retain(|r| *r != region);
+    }
+
     /// Everything carried, as one batch (empty if nothing is): written at a clean shutdown
     /// so that a restart finds the newest commit indexes.
     pub fn take_batch(&mut self) -> LogBatch {

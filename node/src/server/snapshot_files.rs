@@ -108,12 +108,25 @@ pub fn write_tombstones(
     dir: &Path,
     tombstones: &std::collections::BTreeMap<RegionId, u64>,
 ) -> Result<(), String> {
+    write_region_numbers(dir, TOMBSTONES_FILE, tombstones)
+}
+
+/// Writes `dir/name` durably (temporary file, fsync, rename): one `region number` line per
+/// entry of `numbers`.
+///
+/// # Errors
+/// A message naming the failed step.
+pub fn write_region_numbers(
+    dir: &Path,
+    name: &str,
+    numbers: &std::collections::BTreeMap<RegionId, u64>,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let text: String = tombstones
+    let text: String = numbers
         .iter()
-        .map(|(region, conf_version)| format!("{} {conf_version}\n", region.0))
+        .map(|(region, number)| format!("{} {number}\n", region.0))
         .collect();
-    crate::meta::write_durably(dir, TOMBSTONES_FILE, text.as_bytes()).map_err(|e| e.to_string())
+    crate::meta::write_durably(dir, name, text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// The tombstones written by `write_tombstones` (none when there is no file).
@@ -121,7 +134,22 @@ pub fn write_tombstones(
 /// # Errors
 /// When the file cannot be read or a line is damaged.
 pub fn read_tombstones(dir: &Path) -> Result<Vec<crate::store::Tombstone>, String> {
-    let path = dir.join(TOMBSTONES_FILE);
+    let tombstones = read_region_numbers(dir, TOMBSTONES_FILE)?;
+    Ok(tombstones
+        .into_iter()
+        .map(|(region, conf_version)| crate::store::Tombstone {
+            region,
+            conf_version,
+        })
+        .collect())
+}
+
+/// The lines written by `write_region_numbers` (none when there is no file).
+///
+/// # Errors
+/// When the file cannot be read or a line is damaged.
+pub fn read_region_numbers(dir: &Path, name: &str) -> Result<Vec<(RegionId, u64)>, String> {
+    let path = dir.join(name);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -131,10 +159,7 @@ pub fn read_tombstones(dir: &Path) -> Result<Vec<crate::store::Tombstone>, Strin
         .map(|line| {
             let mut fields = line.split(' ').map(str::parse::<u64>);
             match (fields.next(), fields.next(), fields.next()) {
-                (Some(Ok(region)), Some(Ok(conf_version)), None) => Ok(crate::store::Tombstone {
-                    region: RegionId(region),
-                    conf_version,
-                }),
+                (Some(Ok(region)), Some(Ok(number)), None) => Ok((RegionId(region), number)),
                 _ => Err(format!("{} is damaged: line {line:?}", path.display())),
             }
         })

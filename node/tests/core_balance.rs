@@ -1,0 +1,255 @@
+//! Regions balanced across the cores of one node, with real processes: splits keep every new
+//! Region on its parent's core, so a node whose Regions descend from one Region runs them
+//! all on one core; the node hands Regions to its idle core until the cores' counts differ
+//! by at most one, while a client writes. Every acknowledged write reads back, also after a
+//! restart, which keeps the assignment; a crash at each step of a hand-off (a test-only
+//! switch aborts the process there) loses nothing and leaves every Region on exactly one core.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::FAST_CONFIG;
+use common::{wait_for, Node};
+use tessera_node::client::{Client, ClientOptions};
+use tessera_transport::client::Mode;
+
+/// How long balancing may take on a loaded machine.
+const BALANCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn node() -> Node {
+    Node::new().with_config(&format!(
+        "{FAST_CONFIG}core_balance_interval_ms = 200\nsnapshot_interval_entries = 64\n\
+         split_size_bytes = 0\npd_heartbeat_interval_ms = 100\n"
+    ))
+}
+
+fn client(node: &Node) -> Client {
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(20),
+        attempts_max: 200,
+        ..ClientOptions::default()
+    };
+    Client::connect(&node.client_addr(0), options).expect("connect")
+}
+
+/// Region id → the cores that report it in their status; `None` if a core does not answer.
+fn cores_of(node: &Node) -> Option<BTreeMap<u64, Vec<usize>>> {
+    let mut found: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (core, addr) in node.client_addrs().iter().enumerate() {
+        let options = ClientOptions {
+            request_timeout: Duration::from_millis(500),
+            attempts_max: 1,
+            ..ClientOptions::default()
+        };
+        let status = Client::connect(addr, options)
+            .ok()?
+            .status(Some(addr))
+            .ok()?;
+        for region in status.regions {
+            assert_eq!(
+                region.core.0 as usize, core,
+                "a core reports another's region"
+            );
+            found.entry(region.region_id.0).or_default().push(core);
+        }
+    }
+    Some(found)
+}
+
+/// Waits until at least `regions` Regions are each on exactly one core and the cores'
+/// counts differ by at most one; returns Region → core.
+fn wait_balanced(node: &Node, regions: usize) -> BTreeMap<u64, usize> {
+    wait_for(
+        &format!("{regions} regions balanced across the cores"),
+        BALANCE_TIMEOUT,
+        || {
+            let found = cores_of(node)?;
+            if found.len() < regions || found.values().any(|cores| cores.len() != 1) {
+                return None;
+            }
+            let mut counts = vec![0usize; node.spec.cores];
+            for cores in found.values() {
+                counts[cores[0]] += 1;
+            }
+            let (most, fewest) = (counts.iter().max()?, counts.iter().min()?);
+            (most - fewest <= 1).then(|| found.iter().map(|(r, c)| (*r, c[0])).collect())
+        },
+    )
+}
+
+fn key(i: u64) -> Vec<u8> {
+    // Mostly below "m" (Region 1, the one that is split), some above it.
+    let prefix = if i % 5 == 4 { "s" } else { "k" };
+    format!("{prefix}{:06}", (i * 7919) % 1_000_000).into_bytes()
+}
+
+fn assert_all_read_back(node: &Node, acked: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    let mut reader = client(node);
+    for (key, value) in acked {
+        let found = reader
+            .get(key, Mode::Strong)
+            .unwrap_or_else(|e| panic!("read {key:?}: {e}; log:\n{}", node.log()));
+        assert_eq!(
+            found.map(|v| v.value).as_ref(),
+            Some(value),
+            "an acknowledged write of {:?} is lost",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
+
+/// Region 1 `["", "m")` is on core 1, Region 2 on core 0; splitting Region 1 at these keys
+/// puts every new Region on core 1.
+const SPLIT_KEYS: [&str; 4] = ["k2", "k4", "k6", "k8"];
+
+#[test]
+fn split_regions_spread_over_the_cores_while_a_client_writes_and_stay_after_a_restart() {
+    let mut node = node();
+    node.start();
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop, mut writer) = (acked.clone(), stop.clone(), client(&node));
+        std::thread::spawn(move || {
+            let (mut i, mut failures) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("v{i}").into_bytes();
+                match writer.put(&key(i), &value, Mode::Raw) {
+                    Ok(_) => {
+                        acked.lock().unwrap().insert(key(i), value);
+                    }
+                    Err(_) => failures += 1,
+                }
+                i += 1;
+            }
+            (i, failures)
+        })
+    };
+    let mut splitter = client(&node);
+    for split_key in SPLIT_KEYS {
+        // The driver learns a new Region from the next heartbeat: until then it refuses ids.
+        wait_for(&format!("a split at {split_key}"), BALANCE_TIMEOUT, || {
+            splitter.split(split_key.as_bytes()).ok()
+        });
+    }
+    let placed = wait_balanced(&node, 2 + SPLIT_KEYS.len());
+    // Keep writing a little while the Regions serve from their new cores.
+    let moved_log = node.log();
+    assert!(
+        moved_log.contains("region handed over from another core"),
+        "no hand-off happened; log:\n{moved_log}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (attempts, failures) = writer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "core balance: {attempts} writes, {failures} failed, placement {placed:?}, {} keys",
+        acked.len()
+    );
+    assert!(
+        failures * 100 <= attempts,
+        "{failures} of {attempts} writes failed"
+    );
+    assert_all_read_back(&node, &acked);
+
+    node.stop_cleanly();
+    node.start();
+    let found = cores_of(&node).expect("status after the restart");
+    let after: BTreeMap<u64, usize> = found
+        .iter()
+        .map(|(region, cores)| {
+            assert_eq!(cores.len(), 1, "region {region} on cores {cores:?}");
+            (*region, cores[0])
+        })
+        .collect();
+    assert_eq!(after, placed, "the restart changed the assignment");
+    assert_all_read_back(&node, &acked);
+}
+
+/// Writes `count` keys, all acknowledged, and returns them.
+fn write_keys(node: &Node, count: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut writer = client(node);
+    let mut acked = BTreeMap::new();
+    for i in 0..count {
+        let value = format!("v{i}").into_bytes();
+        writer
+            .put(&key(i), &value, Mode::Raw)
+            .unwrap_or_else(|e| panic!("write {i}: {e}"));
+        acked.insert(key(i), value);
+    }
+    acked
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_hand_off_loses_nothing_and_keeps_each_region_on_one_core() {
+    // What the restart's log shows for each step: the incoming copy never committed (the
+    // source keeps the Region), was committed but not installed (recovery installs it), or
+    // was installed and serving while the source still held its copy (recovery frees it).
+    let steps = [
+        ("incoming", None),
+        ("committed", Some("finished installing a handed-off region")),
+        (
+            "installed",
+            Some("freeing the copy of a region handed to another core"),
+        ),
+        (
+            "done",
+            Some("freeing the copy of a region handed to another core"),
+        ),
+    ];
+    for (step, recovery_line) in steps {
+        let mut node = node();
+        node.env
+            .push(("TESSERA_TEST_HANDOFF_CRASH".to_string(), step.to_string()));
+        node.start();
+        let acked = write_keys(&node, 200);
+        let mut splitter = client(&node);
+        let mut splits = 0;
+        for split_key in SPLIT_KEYS {
+            let split = wait_for(&format!("a split at {split_key}"), BALANCE_TIMEOUT, || {
+                let crashed = !node.is_running() || node.try_wait().is_some();
+                match splitter.split(split_key.as_bytes()) {
+                    Ok(_) => Some(true),
+                    Err(_) if crashed => Some(false),
+                    Err(_) => None,
+                }
+            });
+            if !split {
+                break;
+            }
+            splits += 1;
+        }
+        if node.is_running() {
+            let status = node
+                .wait_exit(BALANCE_TIMEOUT)
+                .unwrap_or_else(|| panic!("step {step}: no crash; log:\n{}", node.log()));
+            assert!(!status.success(), "step {step}: exited with {status}");
+        }
+        assert!(
+            node.last_log().contains("crashing mid-hand-off"),
+            "step {step}: the node stopped elsewhere; log:\n{}",
+            node.last_log()
+        );
+        assert!(splits >= 2, "step {step}: crashed before two splits");
+        node.env.clear();
+        node.start();
+        if let Some(line) = recovery_line {
+            assert!(
+                node.last_log().contains(line),
+                "step {step}: recovery did not log {line:?}; log:\n{}",
+                node.last_log()
+            );
+        }
+        wait_balanced(&node, 2 + splits);
+        assert_all_read_back(&node, &acked);
+        // Every Region still takes writes.
+        let more = write_keys(&node, 50);
+        assert_all_read_back(&node, &more);
+        node.stop_cleanly();
+    }
+}
