@@ -9,10 +9,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::FAST_CONFIG;
+use common::cluster::{Cluster, FAST_CONFIG};
 use common::{wait_for, Node};
 use tessera_node::client::{Client, ClientOptions};
 use tessera_transport::client::Mode;
@@ -20,11 +20,15 @@ use tessera_transport::client::Mode;
 /// How long balancing may take on a loaded machine.
 const BALANCE_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn node() -> Node {
-    Node::new().with_config(&format!(
+fn config() -> String {
+    format!(
         "{FAST_CONFIG}core_balance_interval_ms = 200\nsnapshot_interval_entries = 64\n\
          split_size_bytes = 0\npd_heartbeat_interval_ms = 100\n"
-    ))
+    )
+}
+
+fn node() -> Node {
+    Node::new().with_config(&config())
 }
 
 fn client(node: &Node) -> Client {
@@ -110,25 +114,8 @@ const SPLIT_KEYS: [&str; 4] = ["k2", "k4", "k6", "k8"];
 fn split_regions_spread_over_the_cores_while_a_client_writes_and_stay_after_a_restart() {
     let mut node = node();
     node.start();
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acked, stop, mut writer) = (acked.clone(), stop.clone(), client(&node));
-        std::thread::spawn(move || {
-            let (mut i, mut failures) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                let value = format!("v{i}").into_bytes();
-                match writer.put(&key(i), &value, Mode::Raw) {
-                    Ok(_) => {
-                        acked.lock().unwrap().insert(key(i), value);
-                    }
-                    Err(_) => failures += 1,
-                }
-                i += 1;
-            }
-            (i, failures)
-        })
-    };
+    let writer = spawn_writer(client(&node), stop.clone());
     let mut splitter = client(&node);
     for split_key in SPLIT_KEYS {
         // The driver learns a new Region from the next heartbeat: until then it refuses ids.
@@ -145,8 +132,7 @@ fn split_regions_spread_over_the_cores_while_a_client_writes_and_stay_after_a_re
     );
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let (attempts, failures) = writer.join().unwrap();
-    let acked = acked.lock().unwrap().clone();
+    let (acked, attempts, failures) = writer.join().unwrap();
     eprintln!(
         "core balance: {attempts} writes, {failures} failed, placement {placed:?}, {} keys",
         acked.len()
@@ -169,6 +155,75 @@ fn split_regions_spread_over_the_cores_while_a_client_writes_and_stay_after_a_re
         .collect();
     assert_eq!(after, placed, "the restart changed the assignment");
     assert_all_read_back(&node, &acked);
+}
+
+/// Acknowledged writes: key → value.
+type Acked = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Writes from a thread until `stop`; returns the acknowledged writes, attempts and failures.
+fn spawn_writer(
+    mut writer: Client,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Acked, u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut acked, mut i, mut failures) = (BTreeMap::new(), 0u64, 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            let value = format!("v{i}").into_bytes();
+            match writer.put(&key(i), &value, Mode::Raw) {
+                Ok(_) => {
+                    acked.insert(key(i), value);
+                }
+                Err(_) => failures += 1,
+            }
+            i += 1;
+        }
+        (acked, i, failures)
+    })
+}
+
+#[test]
+fn on_three_nodes_every_node_balances_its_cores_and_no_acknowledged_write_is_lost() {
+    let cluster = Cluster::start(3, 2, &config());
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(20),
+        attempts_max: 200,
+        ..ClientOptions::default()
+    };
+    let writer = spawn_writer(cluster.client_via(1, 0, options.clone()), stop.clone());
+    let mut splitter = cluster.client_via(0, 0, options);
+    for split_key in SPLIT_KEYS {
+        wait_for(&format!("a split at {split_key}"), BALANCE_TIMEOUT, || {
+            splitter.split(split_key.as_bytes()).ok()
+        });
+    }
+    // Followers' replicas move too: the leader's messages reach their default core and are
+    // passed on to the core that hosts them.
+    let placements: Vec<BTreeMap<u64, usize>> = cluster
+        .nodes
+        .iter()
+        .map(|node| wait_balanced(node, 2 + SPLIT_KEYS.len()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (acked, attempts, failures) = writer.join().unwrap();
+    eprintln!("3 nodes: {attempts} writes, {failures} failed; placements {placements:?}");
+    assert!(
+        failures * 100 <= attempts,
+        "{failures} of {attempts} writes failed"
+    );
+    for node in &cluster.nodes {
+        assert!(
+            node.log().contains("region handed over from another core"),
+            "node {} handed nothing over",
+            node.spec.node_id
+        );
+    }
+    assert_all_read_back(&cluster.nodes[0], &acked);
+    // Every replica applied the same writes, wherever its core.
+    for i in 0..cluster.nodes.len() {
+        cluster.wait_caught_up(i);
+    }
 }
 
 /// Writes `count` keys, all acknowledged, and returns them.
