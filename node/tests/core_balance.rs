@@ -85,13 +85,29 @@ fn wait_balanced(node: &Node, regions: usize) -> BTreeMap<u64, usize> {
     )
 }
 
+/// How long each hand-off in `log` paused its Region (taken out of the source's Store until
+/// it served on the target), in microseconds.
+fn pauses_us(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|line| line.contains("region handed over from another core"))
+        .filter_map(|line| {
+            line.split("paused_us=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 fn key(i: u64) -> Vec<u8> {
     // Mostly below "m" (Region 1, the one that is split), some above it.
     let prefix = if i % 5 == 4 { "s" } else { "k" };
     format!("{prefix}{:06}", (i * 7919) % 1_000_000).into_bytes()
 }
 
-fn assert_all_read_back(node: &Node, acked: &BTreeMap<Vec<u8>, Vec<u8>>) {
+fn assert_all_read_back(node: &Node, acked: &Acked) {
     let mut reader = client(node);
     for (key, value) in acked {
         let found = reader
@@ -127,15 +143,17 @@ fn split_regions_spread_over_the_cores_while_a_client_writes_and_stay_after_a_re
     // Keep writing a little while the Regions serve from their new cores.
     let moved_log = node.log();
     assert!(
-        moved_log.contains("region handed over from another core"),
+        !pauses_us(&moved_log).is_empty(),
         "no hand-off happened; log:\n{moved_log}"
     );
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let (acked, attempts, failures) = writer.join().unwrap();
     eprintln!(
-        "core balance: {attempts} writes, {failures} failed, placement {placed:?}, {} keys",
-        acked.len()
+        "core balance: {attempts} writes, {failures} failed, placement {placed:?}, {} keys, \
+         hand-off pauses {:?} us",
+        acked.len(),
+        pauses_us(&node.log())
     );
     assert!(
         failures * 100 <= attempts,
@@ -207,14 +225,18 @@ fn on_three_nodes_every_node_balances_its_cores_and_no_acknowledged_write_is_los
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let (acked, attempts, failures) = writer.join().unwrap();
-    eprintln!("3 nodes: {attempts} writes, {failures} failed; placements {placements:?}");
+    let pauses: Vec<Vec<u64>> = cluster.nodes.iter().map(|n| pauses_us(&n.log())).collect();
+    eprintln!(
+        "3 nodes: {attempts} writes, {failures} failed; placements {placements:?}; hand-off \
+         pauses per node {pauses:?} us"
+    );
     assert!(
         failures * 100 <= attempts,
         "{failures} of {attempts} writes failed"
     );
-    for node in &cluster.nodes {
+    for (node, pauses) in cluster.nodes.iter().zip(&pauses) {
         assert!(
-            node.log().contains("region handed over from another core"),
+            !pauses.is_empty(),
             "node {} handed nothing over",
             node.spec.node_id
         );
@@ -227,7 +249,7 @@ fn on_three_nodes_every_node_balances_its_cores_and_no_acknowledged_write_is_los
 }
 
 /// Writes `count` keys, all acknowledged, and returns them.
-fn write_keys(node: &Node, count: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+fn write_keys(node: &Node, count: u64) -> Acked {
     let mut writer = client(node);
     let mut acked = BTreeMap::new();
     for i in 0..count {

@@ -92,6 +92,7 @@ pub enum Event {
         from_core: usize,
         generation: u64,
         state: Box<crate::store::handoff::HandOffState>,
+        taken_at: std::time::Instant,
         outcome: Result<(), String>,
     },
 }
@@ -393,7 +394,8 @@ impl CoreLoop {
                 from_core,
                 generation,
                 state,
-            }) => self.on_hand_off(from_core, generation, state),
+                taken_at,
+            }) => self.on_hand_off(from_core, generation, state, taken_at),
             Event::CrossCore(CrossCore::HandOffDone { region, installed }) => {
                 self.on_hand_off_done(region, installed)
             }
@@ -402,8 +404,12 @@ impl CoreLoop {
                 from_core,
                 generation,
                 state,
+                taken_at,
                 outcome,
-            } => self.on_hand_off_installed(from_core, generation, &state, outcome),
+            } => {
+                let elapsed_us = taken_at.elapsed().as_micros() as u64;
+                self.on_hand_off_installed(from_core, generation, &state, outcome, elapsed_us)
+            }
             Event::PdWritten { version, outcome } => {
                 let released = match self.pd.as_mut() {
                     Some(pd) => pd.on_written(version, outcome),

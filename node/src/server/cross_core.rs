@@ -49,10 +49,12 @@ pub enum CrossCore {
     /// The balancer (core 0) asks the receiver to hand `region` to core `to`.
     MoveToCore { region: RegionId, to: usize },
     /// A Region handed over, at hand-off generation `generation`.
+    /// `taken_at`: when the sender took it out of its Store (the Region's pause began).
     HandOff {
         from_core: usize,
         generation: u64,
         state: Box<HandOffState>,
+        taken_at: std::time::Instant,
     },
     /// The answer to `HandOff`: installed durably (the sender frees its copy) or refused
     /// (the sender takes the Region back).

@@ -373,6 +373,7 @@ impl CoreLoop {
                 from_core: self.core,
                 generation,
                 state: Box::new(state.clone()),
+                taken_at: std::time::Instant::now(),
             };
             if !self.links.try_send(to, message) {
                 tracing::warn!(
@@ -417,6 +418,7 @@ impl CoreLoop {
         from_core: usize,
         generation: u64,
         state: Box<HandOffState>,
+        taken_at: std::time::Instant,
     ) {
         let region = state.region.id;
         if self.store.raft(region).is_some() || self.hand_offs.incoming.contains_key(&region) {
@@ -456,6 +458,7 @@ impl CoreLoop {
                 from_core,
                 generation,
                 state,
+                taken_at,
                 outcome,
             };
             if inbox.send(event).await.is_err() {
@@ -480,6 +483,7 @@ impl CoreLoop {
         generation: u64,
         state: &HandOffState,
         outcome: Result<(), String>,
+        paused_us: u64,
     ) {
         let region = state.region.id;
         let started = outcome
@@ -496,7 +500,13 @@ impl CoreLoop {
         self.hand_offs
             .placement
             .insert(region, (self.core, generation));
-        tracing::info!(region = %state.region, from = from_core, generation, "region handed over from another core");
+        tracing::info!(
+            region = %state.region,
+            from = from_core,
+            generation,
+            paused_us,
+            "region handed over from another core"
+        );
         self.on_regions_changed(vec![state.region.clone()]);
         let done = CrossCore::HandOffDone {
             region,
