@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, WalError};
-use crate::format::{RecordType, RECORD_HEADER_LEN};
+use crate::format::{RecordType, SegmentSeq, RECORD_HEADER_LEN};
 use crate::segment::{ActiveSegment, WriteTiming};
 use crate::wal::Shared;
 
@@ -49,6 +49,15 @@ pub struct FlushTiming {
     pub write: WriteTiming,
     /// Indexing the record and waking its appenders.
     pub finish: Duration,
+    /// Where the record went: segment and byte offset (a small offset is a flush right
+    /// after a rotation).
+    pub segment: SegmentSeq,
+    pub offset: u64,
+    /// Bytes written (whole blocks, with the rewritten partial block).
+    pub bytes: usize,
+    /// How far the spare's zero-fill had got when the flush began, `None` when no spare
+    /// was being prepared (for traces of slow flushes).
+    pub spare_zeroed_bytes: Option<u64>,
 }
 
 /// Counters of one WAL since it was opened.
@@ -242,17 +251,22 @@ pub(crate) async fn run_flusher(shared: Rc<Shared>, mut segment: ActiveSegment) 
             .min(shared.options.record_body_bytes_max());
         let (bodies, last_ticket, queued) = shared.queue.borrow_mut().take(bytes_max);
         let gather = woken.elapsed();
+        let spare_zeroed_bytes = shared.spare_zeroed_bytes();
         match flush(&shared, &mut segment, &bodies).await {
-            Ok((rotate, write, finish_began)) => {
+            Ok(flushed) => {
                 let mut queue = shared.queue.borrow_mut();
                 queue.mark_durable(last_ticket, bodies.len());
                 let timing = FlushTiming {
                     appends: bodies.len(),
                     queued,
                     gather,
-                    rotate,
-                    write,
-                    finish: finish_began.elapsed(),
+                    rotate: flushed.rotate,
+                    write: flushed.write,
+                    finish: flushed.finish_began.elapsed(),
+                    segment: flushed.segment,
+                    offset: flushed.offset,
+                    bytes: flushed.bytes,
+                    spare_zeroed_bytes,
                 };
                 queue.record_timing(timing, shared.options.flush_timings_max);
             }
@@ -285,13 +299,22 @@ async fn gather_delay(shared: &Shared) {
     }
 }
 
-/// Writes one record (rotating first if it does not fit) and indexes it. Returns the time
-/// the rotation took, the write's timing, and when indexing began.
+/// What one flush did, for its [`FlushTiming`].
+struct Flushed {
+    rotate: Duration,
+    write: WriteTiming,
+    finish_began: Instant,
+    segment: SegmentSeq,
+    offset: u64,
+    bytes: usize,
+}
+
+/// Writes one record (rotating first if it does not fit) and indexes it.
 async fn flush(
     shared: &Shared,
     segment: &mut ActiveSegment,
     bodies: &[Vec<u8>],
-) -> Result<(Duration, WriteTiming, Instant)> {
+) -> Result<Flushed> {
     let body_len: usize = bodies.iter().map(Vec::len).sum();
     let mut rotate = Duration::ZERO;
     if (RECORD_HEADER_LEN + body_len) as u64 > segment.room() {
@@ -318,7 +341,14 @@ async fn flush(
     let mut q = shared.queue.borrow_mut();
     q.stats.flushes += 1;
     q.stats.bytes_written += written.buffer_len() as u64;
-    Ok((rotate, written.timing, finish_began))
+    Ok(Flushed {
+        rotate,
+        write: written.timing,
+        finish_began,
+        segment: written.segment(),
+        offset: written.offset(),
+        bytes: written.buffer_len(),
+    })
 }
 
 /// Returns `Pending` once after waking itself: the task goes to the back of the run queue.

@@ -108,6 +108,11 @@ impl WrittenRecord {
         self.segment
     }
 
+    /// File offset of the record.
+    pub fn offset(&self) -> u64 {
+        self.record_offset
+    }
+
     /// Bytes written to the disk for this record (whole blocks).
     pub fn buffer_len(&self) -> usize {
         self.buffer.len()
@@ -568,6 +573,7 @@ async fn write_zeros(file: &DmaFile, len: u64, path: &Path, pace: &Pace) -> Resu
             .map_err(io_error("zero-fill segment", path))?;
         check_full_write(written, chunk, path)?;
         start += chunk as u64;
+        pace.set_zeroed(start);
     }
     file.fdatasync().await.map_err(io_error("fdatasync", path))
 }

@@ -137,6 +137,11 @@ impl Shared {
         *self.spare.borrow_mut() = Some((task, pace));
     }
 
+    /// Bytes of the spare zeroed so far, `None` when no spare is being prepared.
+    pub(crate) fn spare_zeroed_bytes(&self) -> Option<u64> {
+        self.spare.borrow().as_ref().map(|(_, pace)| pace.zeroed())
+    }
+
     /// The prepared file for segment `seq`: the spare when it is ready (waiting for it if
     /// it is still being zero-filled), else one made now without zero-filling.
     async fn take_spare(&self, seq: SegmentSeq) -> Result<SpareSegment> {

@@ -187,6 +187,8 @@ const PACE_RATIO: u64 = 2;
 /// ([`Pace::unpace`]) when it needs a spare that is not complete yet.
 pub(crate) struct Pace {
     used: Cell<u64>,
+    /// Bytes of the spare zeroed so far (for flush traces).
+    zeroed: Cell<u64>,
     unpaced: Cell<bool>,
     /// The zero-fill waiting for `allowed() >= .0`.
     waiter: RefCell<Option<(u64, Waker)>>,
@@ -196,6 +198,7 @@ impl Pace {
     pub(crate) fn new() -> Rc<Pace> {
         Rc::new(Pace {
             used: Cell::new(0),
+            zeroed: Cell::new(0),
             unpaced: Cell::new(false),
             waiter: RefCell::new(None),
         })
@@ -213,6 +216,16 @@ impl Pace {
     pub(crate) fn set_used(&self, used: u64) {
         self.used.set(used);
         self.wake_if_allowed();
+    }
+
+    /// The zero-fill has written zeros up to `end`.
+    pub(crate) fn set_zeroed(&self, end: u64) {
+        self.zeroed.set(end);
+    }
+
+    /// Bytes zeroed so far.
+    pub(crate) fn zeroed(&self) -> u64 {
+        self.zeroed.get()
     }
 
     /// Lets the zero-fill run at disk speed from now on.

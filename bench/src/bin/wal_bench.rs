@@ -50,6 +50,10 @@ struct Args {
     /// background right after opening, which takes well under a second on the reference disk).
     #[arg(long, default_value_t = 2)]
     warmup_seconds: u64,
+    /// Print this many of each run's slowest group commits, one line each (stages, batch,
+    /// segment offset, spare progress).
+    #[arg(long, default_value_t = 10)]
+    slowest: usize,
     /// WAL segment size in bytes (`WalOptions::segment_size_bytes`); small segments rotate
     /// (and zero-fill spares) more often.
     #[arg(long)]
@@ -112,6 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     for (appenders, raw_p50, stages) in &stage_rows {
         stages.print(*appenders, *raw_p50);
+        stages.print_slowest(args.slowest);
     }
     Ok(())
 }
@@ -119,6 +124,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Per-stage histograms of the measured group commits (`Wal::take_flush_timings`), µs.
 struct Stages {
     rows: Vec<(&'static str, Histogram<u64>)>,
+    /// Every measured flush, in order, with its total time.
+    flushes: Vec<(Duration, tessera_wal::FlushTiming)>,
 }
 
 impl Stages {
@@ -139,7 +146,10 @@ impl Stages {
         for name in Stages::NAMES {
             rows.push((name, Histogram::new_with_bounds(1, 60_000_000, 3)?));
         }
-        Ok(Stages { rows })
+        Ok(Stages {
+            rows,
+            flushes: Vec::new(),
+        })
     }
 
     fn record(&mut self, timing: &tessera_wal::FlushTiming) {
@@ -166,6 +176,46 @@ impl Stages {
             if let Some(value) = value {
                 histogram.saturating_record(value.as_micros().max(1) as u64);
             }
+        }
+        self.flushes.push((total, *timing));
+    }
+
+    /// The `count` slowest flushes, slowest first: which flush (number in the run, segment
+    /// and offset: a small offset is right after a rotation), how large its batch was, how far
+    /// the spare's zero-fill had got, and where its time went (µs).
+    fn print_slowest(&self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.flushes.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.flushes[i].0));
+        println!();
+        println!("slowest flushes (µs; spare: MiB zeroed when the flush began)");
+        println!();
+        println!(
+            "| # | total | rotate | zero-fill wait | write | fdatasync | appends | bytes \
+             | segment | offset | spare | previous flush total |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let micros = |d: Duration| d.as_micros();
+        for &i in order.iter().take(count) {
+            let (total, t) = &self.flushes[i];
+            let spare = t.spare_zeroed_bytes.map_or("-".to_string(), |b| {
+                format!("{:.1}", b as f64 / (1 << 20) as f64)
+            });
+            let previous = i.checked_sub(1).map_or(0, |p| micros(self.flushes[p].0));
+            println!(
+                "| {i} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {spare} | {previous} |",
+                micros(*total),
+                micros(t.rotate),
+                micros(t.write.zero_fill_wait),
+                micros(t.write.write),
+                micros(t.write.sync),
+                t.appends,
+                t.bytes,
+                t.segment,
+                t.offset,
+            );
         }
     }
 
