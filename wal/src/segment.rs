@@ -162,7 +162,9 @@ fn open_flags(write_through: bool) -> libc::c_int {
 
 impl SpareSegment {
     /// Creates `<name>.tmp` for segment `seq` and preallocates `len` bytes; with `zero_fill`,
-    /// also writes zeros over all of it, as fast as its [`Pace`] lets it, and fdatasyncs.
+    /// also writes zeros over all of it, as fast as its [`Pace`] lets it, and fdatasyncs, all
+    /// through a plain descriptor; with `write_through`, the segment's writes will then go
+    /// through a second descriptor opened `O_DSYNC`.
     ///
     /// Why zero-fill: preallocated blocks are "unwritten" extents (ext4, XFS). The first
     /// write into such a block converts the extent, a metadata change, so the fdatasync after
@@ -180,31 +182,55 @@ impl SpareSegment {
         write_through: bool,
     ) -> Result<SpareSegment> {
         let tmp_path = spare_path(dir, seq);
-        let file = OpenOptions::new()
+        // Created on a plain descriptor, never `O_DSYNC`: with write-through, every zero write
+        // through an `O_DSYNC` descriptor would be a device flush (and a journal commit for its
+        // extent conversions) competing with the group commits of the active segment, and the
+        // spare would take so long that a rotation waits for it. One fdatasync at the end
+        // makes the zeros durable instead.
+        let plain = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .custom_flags(open_flags(write_through))
             .dma_open(&tmp_path)
             .await
             .map_err(io_error("create segment", &tmp_path))?;
         let prepared = async {
-            file.pre_allocate(len, false)
+            plain
+                .pre_allocate(len, false)
                 .await
                 .map_err(io_error("preallocate segment", &tmp_path))?;
             if let Some(pace) = &zero_fill {
-                write_zeros(&file, len, &tmp_path, pace).await?;
+                write_zeros(&plain, len, &tmp_path, pace).await?;
             }
-            Ok(())
+            if !write_through {
+                return Ok(plain);
+            }
+            // The descriptor group commits will write through, opened before the plain one is
+            // closed (no window where the file has no descriptor).
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DSYNC)
+                .dma_open(&tmp_path)
+                .await
+                .map_err(io_error("open segment", &tmp_path))?;
+            plain
+                .close()
+                .await
+                .map_err(io_error("close segment", &tmp_path))?;
+            Ok(file)
         };
-        if let Err(error) = prepared.await {
-            // A full disk is not made fuller by a half-made segment (best effort: `Wal::open`
-            // deletes leftovers too).
-            if let Err(remove_error) = std::fs::remove_file(&tmp_path) {
-                tracing::warn!(%remove_error, path = %tmp_path.display(), "cannot delete a half-made segment");
+        let file = match prepared.await {
+            Ok(file) => file,
+            Err(error) => {
+                // A full disk is not made fuller by a half-made segment (best effort:
+                // `Wal::open` deletes leftovers too).
+                if let Err(remove_error) = std::fs::remove_file(&tmp_path) {
+                    tracing::warn!(%remove_error, path = %tmp_path.display(), "cannot delete a half-made segment");
+                }
+                return Err(error);
             }
-            return Err(error);
-        }
+        };
         Ok(SpareSegment {
             seq,
             tmp_path,

@@ -354,14 +354,16 @@ fn a_fresh_or_reopened_active_segment_is_zero_filled_in_the_background() {
 }
 
 /// Open flags (from `/proc/self/fdinfo`) of this process's writable descriptors on segment
-/// files in `dir`.
-fn segment_fd_flags(dir: &std::path::Path) -> Vec<u32> {
+/// files in `dir`: on the spare being prepared (`<name>.tmp`) if `spare`, else on segments
+/// with their final names.
+fn segment_fd_flags(dir: &std::path::Path, spare: bool) -> Vec<u32> {
     let mut flags = Vec::new();
     for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         let Ok(target) = std::fs::read_link(fd.path()) else {
             continue;
         };
-        if target.parent() != Some(dir) || target.extension().is_some_and(|e| e == "tmp") {
+        let is_spare = target.extension().is_some_and(|e| e == "tmp");
+        if target.parent() != Some(dir) || is_spare != spare {
             continue;
         }
         let name = fd.file_name();
@@ -378,33 +380,67 @@ fn segment_fd_flags(dir: &std::path::Path) -> Vec<u32> {
     flags
 }
 
+/// Group commits write through `O_DSYNC` descriptors exactly when `write_through` is set, also
+/// in a segment that was a spare and after recovery reopens the segment; the spare's zero-fill
+/// never does (each of its zero writes would otherwise be a device flush competing with the
+/// group commits).
 #[test]
 fn write_through_segments_are_opened_o_dsync_and_plain_ones_are_not() {
+    let dsync = libc::O_DSYNC as u32;
     for write_through in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().canonicalize().unwrap();
         let mut options = options(&path);
         options.write_through = write_through;
+        let segment_bytes = options.segment_size_bytes;
         run(async move {
             let (wal, _) = Wal::open(options.clone()).await.unwrap();
             let mut model = BTreeMap::new();
-            for index in 1..=50 {
+            let mut index = 0;
+            // Small appends until the spare's file is open: its zero-fill is paced behind the
+            // active segment (twice its used bytes), so it is still under way.
+            let mut spare = Vec::new();
+            while spare.is_empty() && index < 100 {
+                index += 1;
                 let entries = vec![entry(RegionId(1), index, 1, 100)];
                 append_entries(&wal, &mut model, RegionId(1), entries).await;
+                spare = segment_fd_flags(&path, true);
             }
-            let flags = segment_fd_flags(&path);
+            assert!(!spare.is_empty(), "a spare is being prepared");
+            assert!(
+                spare.iter().all(|f| f & dsync == 0),
+                "spare zero-fill flags {spare:?}"
+            );
+            let flags = segment_fd_flags(&path, false);
             assert!(!flags.is_empty(), "the active segment is open");
-            let dsync = libc::O_DSYNC as u32;
             assert!(
                 flags.iter().all(|f| (f & dsync != 0) == write_through),
                 "write_through {write_through}: flags {flags:?}"
+            );
+            // Past a rotation: the spare, now the active segment, writes through `O_DSYNC`
+            // exactly when asked, and the next spare is zero-filled through a plain one.
+            let mut written = 0;
+            while wal.segments().len() < 2 {
+                assert!(written < 4 * segment_bytes, "no rotation");
+                index += 1;
+                let entries = vec![entry(RegionId(1), index, 1, 1000)];
+                append_entries(&wal, &mut model, RegionId(1), entries).await;
+                written += 1000;
+            }
+            let flags = segment_fd_flags(&path, false);
+            assert!(!flags.is_empty());
+            assert!(flags.iter().all(|f| (f & dsync != 0) == write_through));
+            let spare = segment_fd_flags(&path, true);
+            assert!(
+                spare.iter().all(|f| f & dsync == 0),
+                "spare flags {spare:?}"
             );
             wal.close().await.unwrap();
             // Reopened (the path recovery takes) with the same flags, and nothing lost.
             let (wal, report) = Wal::open(options).await.unwrap();
             assert!(report.records > 0);
             assert_matches(&wal, &model);
-            let flags = segment_fd_flags(&path);
+            let flags = segment_fd_flags(&path, false);
             assert!(flags.iter().all(|f| (f & dsync != 0) == write_through));
             wal.close().await.unwrap();
         });
