@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde_json::json;
 use tessera_wal::format::Item;
-use tessera_wal::scan::{list_segments, scan_dir, RecordView, SegmentReader, Step};
+use tessera_wal::scan::{is_unstarted, list_segments, scan_dir, RecordView, SegmentReader, Step};
 use tessera_wal::{LogIndex, RegionId, SegmentSeq};
 
 /// Progress on stderr, when it is a terminal or `--progress` asked for it.
@@ -93,6 +93,7 @@ pub fn stats(dir: &Path, json_out: bool, progress: &Progress) -> anyhow::Result<
         "last_segment": scan.segments.last().map(|s| s.seq.0),
         "records": scan.records,
         "torn_tail": scan.torn_tail.as_ref().map(|t| json!({"segment": t.segment.0, "offset": t.offset, "bytes": t.bytes})),
+        "unstarted_segment": scan.unstarted.as_ref().map(|s| s.seq.0),
         "regions": region_rows,
     });
     if json_out {
@@ -109,6 +110,12 @@ pub fn stats(dir: &Path, json_out: bool, progress: &Progress) -> anyhow::Result<
         out += &format!(
             "torn tail: segment {} offset {} ({} bytes): {}\n",
             torn.segment, torn.offset, torn.bytes, torn.reason
+        );
+    }
+    if let Some(unstarted) = &scan.unstarted {
+        out += &format!(
+            "segment {} was prepared but never started (no record; opening the WAL deletes it)\n",
+            unstarted.seq
         );
     }
     for (region, s) in &regions {
@@ -234,7 +241,16 @@ pub struct Problem {
 /// # Errors
 /// A directory that cannot be listed (missing segments are reported as errors too).
 pub fn verify(dir: &Path, progress: &Progress) -> anyhow::Result<(u64, Vec<Problem>)> {
-    let segments = list_segments(dir)?;
+    let mut segments = list_segments(dir)?;
+    // A newest segment prepared ahead and never started holds nothing; the one before it is
+    // then the newest, where a torn tail may be (the recovery rules, `tessera_wal::scan`).
+    let unstarted = segments
+        .last()
+        .and_then(|last| SegmentReader::open(last).ok())
+        .is_some_and(|reader| is_unstarted(&reader));
+    if unstarted {
+        segments.pop();
+    }
     let mut problems = Vec::new();
     let mut records = 0;
     for (i, segment) in segments.iter().enumerate() {

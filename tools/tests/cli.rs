@@ -150,3 +150,44 @@ fn verify_reports_mid_log_corruption_and_repair_refuses_it() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("corruption in segment s1"));
 }
+
+/// A newest segment prepared ahead and never started (header only) holds nothing: the tools
+/// treat the segment before it as the newest, as recovery does, so its torn tail is a torn
+/// tail (not corruption), `stats` names the unstarted segment, and `repair` cuts the tail.
+#[test]
+fn a_never_started_newest_segment_leaves_the_torn_tail_before_it_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write_wal(dir.path());
+    let path = dir.path().to_str().unwrap();
+    let (segment, offsets) = records(dir.path());
+    let last = *offsets.last().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all_at(&[0xAB; 7], last + 14).unwrap();
+    let mut spare = vec![0u8; 64 << 10];
+    let seq = tessera_wal::SegmentSeq(2);
+    spare[..32].copy_from_slice(&tessera_wal::format::encode_segment_header(seq));
+    std::fs::write(dir.path().join(seq.file_name()), &spare).unwrap();
+    let output = tool(&["verify", path], "");
+    assert!(!output.status.success());
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!("torn tail: segment s1 offset {last}")),
+        "{text}"
+    );
+    assert!(!text.contains("corruption"), "{text}");
+    let output = tool(&["stats", path, "--json"], "");
+    assert!(output.status.success());
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(stats["unstarted_segment"], 2);
+    assert_eq!(stats["torn_tail"]["segment"], 1);
+    let output = tool(&["repair", path, "--yes"], "");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(tool(&["verify", path], "").status.success());
+}

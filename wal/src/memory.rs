@@ -105,7 +105,8 @@ impl MemLog {
 
     /// Recovers from `segments` (sequence number and bytes, as a crash left them) with the
     /// rules of [`crate::Wal::open`]: consecutive segments, a torn tail in the newest one is
-    /// cut (here: truncated), damage elsewhere is `Corruption`. No segments: an empty log.
+    /// cut (here: truncated), damage elsewhere is `Corruption`, a newest segment without a
+    /// valid record is dropped. No segments: an empty log.
     ///
     /// # Errors
     /// `MissingSegment`, `MisnamedSegment`, `Corruption`.
@@ -125,10 +126,16 @@ impl MemLog {
         let Replayed { index, scan } = replay_segments(seqs[0], readers.iter().map(Ok))?;
         let mut segments: BTreeMap<SegmentSeq, SegmentReader> =
             readers.into_iter().map(|r| (r.seq(), r)).collect();
-        let (_, newest) = segments.pop_last().expect("not empty");
+        if let Some(unstarted) = &scan.unstarted {
+            // Never started (its checkpoint was torn): dropped, as `Wal::open` deletes it.
+            segments.remove(&unstarted.seq);
+        }
+        let Some((newest_seq, newest)) = segments.pop_last() else {
+            return Ok((MemLog::create(segment_size_bytes), None));
+        };
         let mut bytes = newest.into_owned_bytes().expect("in memory");
         bytes.truncate(scan.end_offset as usize);
-        let newest = SegmentReader::from_bytes(*seqs.last().expect("not empty"), bytes)?;
+        let newest = SegmentReader::from_bytes(newest_seq, bytes)?;
         segments.insert(newest.seq(), newest);
         let log = MemLog {
             segment_size_bytes,

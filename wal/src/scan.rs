@@ -14,6 +14,11 @@
 //!    valid record follows the damage, an earlier record was damaged: corruption.
 //! 4. A record whose checksum matches but whose body does not decode is corruption wherever
 //!    it is: a complete write cannot be torn.
+//! 5. A newest segment holding no valid record (nothing after its header, or a torn first
+//!    record with nothing valid after it) was prepared ahead of need and never started, or
+//!    its checkpoint write was torn: it held nothing acknowledged, since a segment's batches
+//!    are written only after its checkpoint. It is set aside ([`DirScan::unstarted`]) and the
+//!    segment before it is the newest for rules 2 and 3.
 
 use std::borrow::Borrow;
 use std::fs::File;
@@ -336,6 +341,33 @@ pub struct DirScan {
     /// The newest segment's file length.
     pub newest_len: u64,
     pub torn_tail: Option<TornTail>,
+    /// A newest segment file that was never started (rule 5 of the module docs): not in
+    /// `segments`, not replayed; `Wal::open` deletes it.
+    pub unstarted: Option<SegmentFile>,
+}
+
+/// Rule 5 of the module docs: the segment holds no valid record, and no damage that a valid
+/// record follows.
+pub fn is_unstarted(reader: &SegmentReader) -> bool {
+    let first = reader.first_record_offset();
+    match reader.step(first) {
+        Step::End => true,
+        Step::Damaged {
+            complete: false, ..
+        } => reader.find_valid_record_after(first).is_none(),
+        Step::Damaged { .. } | Step::Record(_) => false,
+    }
+}
+
+/// How the records of one segment ended.
+enum Ending {
+    /// Only zeros follow, from this offset.
+    End(u64),
+    Damaged {
+        offset: u64,
+        reason: String,
+        complete: bool,
+    },
 }
 
 /// Reads every record of every segment of `dir` in order, calling `visit` for each, and
@@ -364,36 +396,82 @@ pub fn scan_segments<R: Borrow<SegmentReader>>(
 ) -> Result<DirScan> {
     let mut scan = DirScan::default();
     let count = readers.len();
+    // The previous segment and how it ended: whether it is the newest (for rules 2 and 3)
+    // is known once the next one is open (rule 5).
+    let mut previous: Option<(R, Ending)> = None;
     for (i, reader) in readers.enumerate() {
-        let newest = i + 1 == count;
         let reader = reader?;
-        let reader: &SegmentReader = reader.borrow();
-        scan.segments.push(SegmentFile {
-            seq: reader.seq(),
-            path: reader.path().to_path_buf(),
-        });
-        let mut offset = reader.first_record_offset();
-        loop {
-            match reader.step(offset) {
-                Step::Record(record) => {
-                    visit(reader, &record)?;
-                    scan.records += 1;
-                    offset += record.len();
-                }
-                Step::End => break,
-                Step::Damaged { reason, complete } => {
-                    scan.torn_tail =
-                        Some(classify_damage(reader, offset, reason, complete, newest)?);
-                    break;
-                }
-            }
+        let segment = SegmentFile {
+            seq: reader.borrow().seq(),
+            path: reader.borrow().path().to_path_buf(),
+        };
+        if i + 1 == count && is_unstarted(reader.borrow()) {
+            scan.unstarted = Some(segment);
+            break;
         }
-        if newest {
-            scan.end_offset = offset;
-            scan.newest_len = reader.len();
+        if let Some((previous, ending)) = previous.take() {
+            finish_segment(&mut scan, previous.borrow(), ending, false)?;
         }
+        scan.segments.push(segment);
+        let ending = visit_records(reader.borrow(), &mut scan.records, &mut visit)?;
+        previous = Some((reader, ending));
+    }
+    if let Some((newest, ending)) = previous {
+        finish_segment(&mut scan, newest.borrow(), ending, true)?;
     }
     Ok(scan)
+}
+
+/// Visits the valid records of one segment, counting them in `records`, up to its end or
+/// the first damage.
+fn visit_records(
+    reader: &SegmentReader,
+    records: &mut u64,
+    visit: &mut impl FnMut(&SegmentReader, &RecordView<'_>) -> Result<()>,
+) -> Result<Ending> {
+    let mut offset = reader.first_record_offset();
+    loop {
+        match reader.step(offset) {
+            Step::Record(record) => {
+                visit(reader, &record)?;
+                *records += 1;
+                offset += record.len();
+            }
+            Step::End => return Ok(Ending::End(offset)),
+            Step::Damaged { reason, complete } => {
+                return Ok(Ending::Damaged {
+                    offset,
+                    reason,
+                    complete,
+                })
+            }
+        }
+    }
+}
+
+/// Applies rules 2 and 3 to how a segment ended, and records where the newest one ends.
+fn finish_segment(
+    scan: &mut DirScan,
+    reader: &SegmentReader,
+    ending: Ending,
+    newest: bool,
+) -> Result<()> {
+    let end = match ending {
+        Ending::End(offset) => offset,
+        Ending::Damaged {
+            offset,
+            reason,
+            complete,
+        } => {
+            scan.torn_tail = Some(classify_damage(reader, offset, reason, complete, newest)?);
+            offset
+        }
+    };
+    if newest {
+        scan.end_offset = end;
+        scan.newest_len = reader.len();
+    }
+    Ok(())
 }
 
 /// Decides whether damage at `offset` is a torn tail (returned) or corruption (an error).

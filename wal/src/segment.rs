@@ -5,20 +5,26 @@
 //! rewriting the tail's bytes unchanged, then the new record, then zeros to the block end.
 //! One record is one write and one fdatasync.
 //!
-//! A new segment is born complete (numbered list = order of operations):
-//! 1. create `<name>.tmp`, preallocate `segment_size_bytes` and write zeros over all of it
-//!    and fdatasync (see [`SpareSegment::prepare`]); the WAL does this step in the background
-//!    for the next segment while the current one is written (a "spare"),
-//! 2. write the header and the checkpoint record, fdatasync,
-//! 3. rename to `<name>`, fsync the directory.
+//! A new segment is born in two halves (numbered list = order of operations):
+//! 1. prepared, ahead of need (the WAL does this in the background for the next segment
+//!    while the current one is written, a "spare"; see [`SpareSegment::prepare`]): create
+//!    `<name>.tmp`, preallocate `segment_size_bytes`, write zeros over all of it, write the
+//!    segment header, fdatasync, rename to `<name>`, fsync the directory;
+//! 2. started, when the active segment is full ([`ActiveSegment::start`]): write the checkpoint
+//!    record (write-through, or write + fdatasync). Only then does the flusher write batches
+//!    into it.
+//!
+//! So the rotation on the flush path is one record write; the rename and the directory fsync
+//! (a journal commit) happened earlier, off the flush path. A segment with its final name
+//! always has a valid header; one that holds no valid record (prepared but never started, or
+//! whose checkpoint write a crash tore) can only be the newest, held nothing acknowledged, and
+//! recovery deletes it (`crate::scan`). A crash before the rename leaves only a `.tmp` file,
+//! which `Wal::open` deletes.
 //!
 //! A segment made without the zeros of step 1 (the first one of a fresh WAL, so that opening
 //! stays fast; one made when no spare was ready) and a reopened one that FIEMAP shows still
 //! has unwritten blocks past the end of the log are zero-filled in the background once
 //! active (see `crate::zero_fill`).
-//!
-//! So a segment file with its final name always has a valid header and checkpoint, and a
-//! crash mid-way leaves only a `.tmp` file, which `Wal::open` deletes.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -140,11 +146,11 @@ impl WrittenRecord {
     }
 }
 
-/// The file of the next segment, prepared ahead of need under its temporary name
-/// `<name>.tmp` (steps 1 of the module docs, plus the zero-fill when asked).
+/// The file of the next segment, prepared ahead of need (step 1 of the module docs, the
+/// zeros only when asked): under its final name, with a header and no record.
 pub struct SpareSegment {
     seq: SegmentSeq,
-    tmp_path: PathBuf,
+    path: PathBuf,
     file: DmaFile,
     len: u64,
     zero_filled: bool,
@@ -161,10 +167,11 @@ fn open_flags(write_through: bool) -> libc::c_int {
 }
 
 impl SpareSegment {
-    /// Creates `<name>.tmp` for segment `seq` and preallocates `len` bytes; with `zero_fill`,
-    /// also writes zeros over all of it, as fast as its [`Pace`] lets it, and fdatasyncs, all
-    /// through a plain descriptor; with `write_through`, the segment's writes will then go
-    /// through a second descriptor opened `O_DSYNC`.
+    /// Step 1 of the module docs for segment `seq`: creates `<name>.tmp`, preallocates `len`
+    /// bytes, with `zero_fill` writes zeros over all of it (as fast as its [`Pace`] lets it),
+    /// writes the segment header, fdatasyncs, renames it to `<name>` and fsyncs the directory.
+    /// All of it through a plain descriptor; with `write_through`, the segment's records will
+    /// go through a second descriptor opened `O_DSYNC`.
     ///
     /// Why zero-fill: preallocated blocks are "unwritten" extents (ext4, XFS). The first
     /// write into such a block converts the extent, a metadata change, so the fdatasync after
@@ -172,8 +179,14 @@ impl SpareSegment {
     /// varies a lot. Writing the zeros ahead of need, off the flush path, makes every group
     /// commit an overwrite of initialized blocks: one data write and one device flush.
     ///
+    /// Why a plain descriptor: with write-through, every zero write through an `O_DSYNC`
+    /// descriptor would be a device flush (and a journal commit for its extent conversions)
+    /// competing with the group commits of the active segment, and the spare would take so
+    /// long that a rotation could wait for it. One fdatasync at the end does instead.
+    ///
     /// # Errors
-    /// `Io` for any failed step.
+    /// `Io` for any failed step; the half-made file is then deleted (best effort: `Wal::open`
+    /// deletes leftovers too), so a full disk is not made fuller by it.
     pub async fn prepare(
         dir: &Path,
         seq: SegmentSeq,
@@ -182,63 +195,36 @@ impl SpareSegment {
         write_through: bool,
     ) -> Result<SpareSegment> {
         let tmp_path = spare_path(dir, seq);
-        // Created on a plain descriptor, never `O_DSYNC`: with write-through, every zero write
-        // through an `O_DSYNC` descriptor would be a device flush (and a journal commit for its
-        // extent conversions) competing with the group commits of the active segment, and the
-        // spare would take so long that a rotation waits for it. One fdatasync at the end
-        // makes the zeros durable instead.
-        let plain = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(&tmp_path)
-            .await
-            .map_err(io_error("create segment", &tmp_path))?;
+        let path = segment_path(dir, seq);
         let prepared = async {
-            plain
-                .pre_allocate(len, false)
-                .await
-                .map_err(io_error("preallocate segment", &tmp_path))?;
-            if let Some(pace) = &zero_fill {
-                write_zeros(&plain, len, &tmp_path, pace).await?;
-            }
-            if !write_through {
-                return Ok(plain);
-            }
-            // The descriptor group commits will write through, opened before the plain one is
-            // closed (no window where the file has no descriptor).
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_DSYNC)
-                .dma_open(&tmp_path)
-                .await
-                .map_err(io_error("open segment", &tmp_path))?;
-            plain
-                .close()
-                .await
-                .map_err(io_error("close segment", &tmp_path))?;
+            let file =
+                prepare_file(&tmp_path, seq, len, zero_fill.as_deref(), write_through).await?;
+            std::fs::rename(&tmp_path, &path)
+                .map_err(|e| WalError::io("rename segment", &tmp_path, e))?;
+            sync_dir(dir).await?;
             Ok(file)
         };
-        let file = match prepared.await {
-            Ok(file) => file,
+        match prepared.await {
+            Ok(file) => Ok(SpareSegment {
+                seq,
+                path,
+                file,
+                len,
+                zero_filled: zero_fill.is_some(),
+                write_through,
+            }),
             Err(error) => {
-                // A full disk is not made fuller by a half-made segment (best effort:
-                // `Wal::open` deletes leftovers too).
-                if let Err(remove_error) = std::fs::remove_file(&tmp_path) {
-                    tracing::warn!(%remove_error, path = %tmp_path.display(), "cannot delete a half-made segment");
+                for leftover in [&tmp_path, &path] {
+                    match std::fs::remove_file(leftover) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            tracing::warn!(%e, path = %leftover.display(), "cannot delete a half-made segment");
+                        }
+                        _ => {}
+                    }
                 }
-                return Err(error);
+                Err(error)
             }
-        };
-        Ok(SpareSegment {
-            seq,
-            tmp_path,
-            file,
-            len,
-            zero_filled: zero_fill.is_some(),
-            write_through,
-        })
+        }
     }
 
     /// The segment number it is prepared for.
@@ -250,6 +236,61 @@ impl SpareSegment {
 /// The temporary name of segment `seq` while it is prepared.
 pub fn spare_path(dir: &Path, seq: SegmentSeq) -> PathBuf {
     dir.join(format!("{}.tmp", seq.file_name()))
+}
+
+/// Creates `tmp_path`, preallocates it, writes the zeros (if `zero_fill`) and the header, and
+/// fdatasyncs, through a plain descriptor; returns the descriptor the segment's records will
+/// be written through (`O_DSYNC` with `write_through`).
+async fn prepare_file(
+    tmp_path: &Path,
+    seq: SegmentSeq,
+    len: u64,
+    zero_fill: Option<&Pace>,
+    write_through: bool,
+) -> Result<DmaFile> {
+    let plain = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .dma_open(tmp_path)
+        .await
+        .map_err(io_error("create segment", tmp_path))?;
+    plain
+        .pre_allocate(len, false)
+        .await
+        .map_err(io_error("preallocate segment", tmp_path))?;
+    if let Some(pace) = zero_fill {
+        write_zeros(&plain, len, tmp_path, pace).await?;
+    }
+    let mut header = plain.alloc_dma_buffer(WRITE_ALIGNMENT_BYTES as usize);
+    header.as_bytes_mut().fill(0);
+    header.as_bytes_mut()[..SEGMENT_HEADER_LEN]
+        .copy_from_slice(&format::encode_segment_header(seq));
+    let written = plain
+        .write_at(header, 0)
+        .await
+        .map_err(io_error("write segment header", tmp_path))?;
+    check_full_write(written, WRITE_ALIGNMENT_BYTES as usize, tmp_path)?;
+    plain
+        .fdatasync()
+        .await
+        .map_err(io_error("fdatasync", tmp_path))?;
+    if !write_through {
+        return Ok(plain);
+    }
+    // Opened before the plain one is closed: the file always has a descriptor.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DSYNC)
+        .dma_open(tmp_path)
+        .await
+        .map_err(io_error("open segment", tmp_path))?;
+    plain
+        .close()
+        .await
+        .map_err(io_error("close segment", tmp_path))?;
+    Ok(file)
 }
 
 /// The segment being appended to.
@@ -275,8 +316,7 @@ impl ActiveSegment {
     /// in the background if `zero_fill`).
     ///
     /// # Errors
-    /// `Io` for any failed step. The temporary file is then deleted (best effort: `Wal::open`
-    /// deletes leftovers too), so a full disk is not made fuller by a half-made segment.
+    /// `Io` for any failed step.
     pub async fn create(
         dir: &Path,
         seq: SegmentSeq,
@@ -287,27 +327,25 @@ impl ActiveSegment {
         write_through: bool,
     ) -> Result<ActiveSegment> {
         let spare = SpareSegment::prepare(dir, seq, len, None, write_through).await?;
-        ActiveSegment::start(spare, dir, checkpoint_body, faults, zero_fill).await
+        ActiveSegment::start(spare, checkpoint_body, faults, zero_fill).await
     }
 
-    /// Makes a prepared spare the active segment: writes the header and the checkpoint
-    /// record (fdatasync), renames it to its final name and fsyncs the directory. A spare
-    /// that was not zero-filled is zero-filled in the background if `zero_fill`.
+    /// Makes a prepared spare the active segment (step 2 of the module docs): writes the
+    /// checkpoint record. A spare that was not zero-filled is zero-filled in the background
+    /// if `zero_fill`.
     ///
     /// # Errors
-    /// `Io` for any failed step.
+    /// `Io` for a failed write. The file, which holds nothing acknowledged, is then deleted
+    /// (best effort: recovery deletes a newest segment without a valid record too).
     pub async fn start(
         spare: SpareSegment,
-        dir: &Path,
         checkpoint_body: &[u8],
         faults: &FaultInjection,
         zero_fill: bool,
     ) -> Result<ActiveSegment> {
-        let tmp_path = spare.tmp_path;
-        let path = segment_path(dir, spare.seq);
         let mut segment = ActiveSegment {
             seq: spare.seq,
-            path: tmp_path.clone(),
+            path: spare.path,
             file: Rc::new(spare.file),
             len: spare.len,
             zero_fill: None,
@@ -317,15 +355,11 @@ impl ActiveSegment {
             write_through: spare.write_through,
         };
         if let Err(error) = segment.fill_new(checkpoint_body).await {
-            if let Err(remove_error) = std::fs::remove_file(&tmp_path) {
-                tracing::warn!(%remove_error, path = %tmp_path.display(), "cannot delete a half-made segment");
+            if let Err(remove_error) = std::fs::remove_file(&segment.path) {
+                tracing::warn!(%remove_error, path = %segment.path.display(), "cannot delete a segment that failed to start");
             }
             return Err(error);
         }
-        std::fs::rename(&tmp_path, &path)
-            .map_err(|e| WalError::io("rename segment", &tmp_path, e))?;
-        segment.path = path;
-        sync_dir(dir).await?;
         if zero_fill && !spare.zero_filled {
             segment.start_zero_fill(align_up(segment.write_pos));
         }
@@ -585,8 +619,9 @@ impl ActiveSegment {
     }
 }
 
-/// Writes zeros over `[0, len)` of a preallocated file, paced by `pace`, and fdatasyncs, so
-/// that later writes overwrite initialized blocks instead of converting unwritten extents.
+/// Writes zeros over `[0, len)` of a preallocated file, paced by `pace` (the caller
+/// fdatasyncs), so that later writes overwrite initialized blocks instead of converting
+/// unwritten extents.
 async fn write_zeros(file: &DmaFile, len: u64, path: &Path, pace: &Pace) -> Result<()> {
     let mut start = 0;
     let mut zeros = crate::zero_fill::Zeros::default();
@@ -601,7 +636,7 @@ async fn write_zeros(file: &DmaFile, len: u64, path: &Path, pace: &Pace) -> Resu
         start += chunk as u64;
         pace.set_zeroed(start);
     }
-    file.fdatasync().await.map_err(io_error("fdatasync", path))
+    Ok(())
 }
 
 /// A short O_DIRECT write (out of space, say) is treated as a failed write: the WAL is then

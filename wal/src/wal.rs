@@ -49,7 +49,8 @@ pub struct RecoveryReport {
     pub regions: usize,
     /// The torn tail that was cut from the newest segment, if any.
     pub torn_tail: Option<TornTail>,
-    /// Leftover temporary files of an interrupted segment creation, deleted.
+    /// Leftovers of an interrupted segment creation, deleted: temporary files, and a newest
+    /// segment that was prepared but never started (see `scan::DirScan::unstarted`).
     pub removed_temp_files: Vec<PathBuf>,
 }
 
@@ -92,7 +93,6 @@ impl Shared {
         let spare = self.take_spare(next).await?;
         let created = ActiveSegment::start(
             spare,
-            &self.options.dir,
             &checkpoint,
             &self.options.faults,
             self.options.zero_fill_segments,
@@ -155,7 +155,9 @@ impl Shared {
                     tracing::warn!(%error, "preparing a spare WAL segment failed");
                 }
             }
-            remove_spare_file(&self.options.dir, seq)?;
+            // Whatever it left, under either name, held nothing (the one made now replaces
+            // it anyway).
+            remove_spare_files(&self.options.dir, seq)?;
         }
         let len = self.options.segment_size_bytes;
         SpareSegment::prepare(
@@ -168,7 +170,9 @@ impl Shared {
         .await
     }
 
-    /// Stops a spare still being prepared and deletes its file (the WAL is closing).
+    /// Stops a spare still being prepared and deletes its file, under its temporary or (once
+    /// prepared) its final name, then fsyncs the directory (the WAL is closing; a spare left
+    /// behind by a crash is deleted by `Wal::open`).
     pub(crate) async fn drop_spare(&self) {
         let task = self.spare.borrow_mut().take();
         let Some((task, _)) = task else { return };
@@ -177,7 +181,13 @@ impl Shared {
             Some(Ok(spare)) => spare.seq(),
             _ => self.segments.borrow().active.next(),
         };
-        if let Err(error) = remove_spare_file(&self.options.dir, seq) {
+        let removed = async {
+            if remove_spare_files(&self.options.dir, seq)? {
+                segment::sync_dir(&self.options.dir).await?;
+            }
+            Ok::<(), WalError>(())
+        };
+        if let Err(error) = removed.await {
             tracing::warn!(%error, "deleting a spare WAL segment failed");
         }
     }
@@ -241,6 +251,15 @@ impl Wal {
             ..RecoveryReport::default()
         };
         let Replayed { index, scan } = recovery::replay(&dir)?;
+        if let Some(unstarted) = &scan.unstarted {
+            // Prepared ahead and never started (or its checkpoint write was torn): it held
+            // nothing, and the segment before it is the newest (see `scan`).
+            tracing::info!(path = %unstarted.path.display(), "deleting a WAL segment that was never started");
+            std::fs::remove_file(&unstarted.path)
+                .map_err(|e| WalError::io("delete segment", &unstarted.path, e))?;
+            segment::sync_dir(&dir).await?;
+            report.removed_temp_files.push(unstarted.path.clone());
+        }
         let segment = match scan.segments.last() {
             None => {
                 let seq = SegmentSeq(1);
@@ -637,15 +656,25 @@ pub(crate) fn decode_stored_entry(
     })
 }
 
-/// Deletes the temporary file of segment `seq` if it exists.
-fn remove_spare_file(dir: &std::path::Path, seq: SegmentSeq) -> Result<()> {
-    let path = segment::spare_path(dir, seq);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(WalError::io("delete spare segment", &path, e))
+/// Deletes the file of spare segment `seq`, a prepared segment that was never started, under
+/// its temporary name and its final one, if they exist. Returns whether there was a file
+/// with the final name (then the caller fsyncs the directory).
+///
+/// The caller makes sure that segment `seq` was never started: it is the one after the
+/// active segment.
+fn remove_spare_files(dir: &std::path::Path, seq: SegmentSeq) -> Result<bool> {
+    let mut final_removed = false;
+    for (path, is_final) in [
+        (segment::spare_path(dir, seq), false),
+        (segment::segment_path(dir, seq), true),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => final_removed |= is_final,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(WalError::io("delete spare segment", &path, e)),
         }
-        _ => Ok(()),
     }
+    Ok(final_removed)
 }
 
 /// Deletes `*.tmp` files left by a segment creation that a crash interrupted.

@@ -186,8 +186,9 @@ async fn append_entries(
 
 /// The next segment is prepared in the background as `<name>.tmp`, zero-filled so that group
 /// commits overwrite initialized blocks (no unwritten extents left for the file system to
-/// convert, checked with FIEMAP where the file system reports extents), and closing deletes
-/// a spare that was not used.
+/// convert, checked with FIEMAP where the file system reports extents), then renamed to its
+/// final name before it is needed (so a rotation does not rename); closing deletes a spare
+/// that was not used.
 #[test]
 fn the_next_segment_is_prepared_zero_filled_and_a_spare_is_deleted_on_close() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,10 +209,11 @@ fn the_next_segment_is_prepared_zero_filled_and_a_spare_is_deleted_on_close() {
         if let Some(unwritten) = unwritten_extents(&active_path) {
             assert_eq!(unwritten, 0, "{active_path:?} has unwritten extents");
         }
-        // The next spare is prepared (its zeros paced by the active segment's progress).
-        let spare = path.join(format!("{}.tmp", active.next().file_name()));
+        // The next spare is prepared (its zeros paced by the active segment's progress) and
+        // renamed to its final name while the active segment is still written.
+        let spare = path.join(active.next().file_name());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::fs::metadata(&spare).map_or(true, |m| m.len() < options.segment_size_bytes) {
+        while !spare.exists() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no spare at {spare:?}"
@@ -223,6 +225,14 @@ fn the_next_segment_is_prepared_zero_filled_and_a_spare_is_deleted_on_close() {
                 glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
             }
         }
+        assert_eq!(
+            wal.segments().last(),
+            Some(&active),
+            "the spare is not started yet"
+        );
+        if let Some(unwritten) = unwritten_extents(&spare) {
+            assert_eq!(unwritten, 0, "{spare:?} has unwritten extents");
+        }
         wal.close().await.unwrap();
         let leftovers: Vec<_> = std::fs::read_dir(&path)
             .unwrap()
@@ -230,6 +240,10 @@ fn the_next_segment_is_prepared_zero_filled_and_a_spare_is_deleted_on_close() {
             .filter(|name| name.to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(
+            !spare.exists(),
+            "the unused spare {spare:?} is deleted on close"
+        );
         let (wal, report) = Wal::open(options).await.unwrap();
         assert!(report.removed_temp_files.is_empty());
         assert_matches(&wal, &model);

@@ -265,3 +265,88 @@ fn a_renamed_segment_is_an_error() {
         Err(WalError::MisnamedSegment { .. })
     ));
 }
+
+/// A crash while a spare was prepared ahead (renamed to its final name, header only) and
+/// the segment before it was being written: that segment's torn tail is cut as the newest
+/// one's, and the never-started segment, which held nothing, is deleted. The same when a
+/// crash tore the spare's checkpoint write (its start): any cut of that write is dropped.
+#[test]
+fn a_newest_segment_never_started_is_deleted_and_the_torn_tail_before_it_is_cut() {
+    let base = tempfile::tempdir().unwrap();
+    write_log(base.path(), 20, 40);
+    let (path, seq, records) = newest_records(base.path());
+    let (last_offset, last_end) = *records.last().unwrap();
+    // Tear the last record of the segment being written.
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&vec![0u8; 10], last_end - 10).unwrap();
+    // What a started segment's first block would hold: its header and a checkpoint. Take it
+    // from a log whose newest segment is `seq + 1`, each cut a torn start.
+    let started = tempfile::tempdir().unwrap();
+    let mut segment_bytes = options(started.path()).segment_size_bytes;
+    write_log(started.path(), 200, 900);
+    let (started_path, started_seq, started_records) = newest_records(started.path());
+    assert!(started_seq >= seq.next(), "the second log rotated");
+    let started_bytes = std::fs::read(&started_path).unwrap();
+    segment_bytes = segment_bytes.max(started_bytes.len() as u64);
+    let (checkpoint_offset, checkpoint_end) = started_records[0];
+    let header = tessera_wal::format::encode_segment_header(seq.next());
+    let next_path = path.with_file_name(seq.next().file_name());
+    let cuts = [checkpoint_offset, checkpoint_offset + 5, checkpoint_end - 1];
+    for cut in cuts {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(base.path(), copy.path());
+        let mut bytes = vec![0u8; segment_bytes as usize];
+        bytes[..header.len()].copy_from_slice(&header);
+        // A checkpoint torn at `cut` (written for another segment number: invalid here, as
+        // a torn one is).
+        let cut = cut as usize;
+        bytes[checkpoint_offset as usize..cut]
+            .copy_from_slice(&started_bytes[checkpoint_offset as usize..cut]);
+        let next = copy.path().join(next_path.file_name().unwrap());
+        std::fs::write(&next, &bytes).unwrap();
+        let options = options(copy.path());
+        run(async move {
+            let (wal, report) = Wal::open(options.clone()).await.unwrap();
+            let torn = report.torn_tail.expect("the torn tail before it is cut");
+            assert_eq!((torn.segment, torn.offset), (seq, last_offset), "cut {cut}");
+            assert_eq!(report.removed_temp_files, vec![next.clone()], "cut {cut}");
+            assert!(!next.exists());
+            assert_eq!(wal.segments().last(), Some(&seq));
+            assert_eq!(wal.last_index(REGION).unwrap(), LogIndex(19));
+            let mut batch = LogBatch::new();
+            batch.add_entries(REGION, &[entry(REGION, 20, 1, 40)]);
+            wal.append(batch).await.unwrap();
+            wal.close().await.unwrap();
+            let (wal, report) = Wal::open(options).await.unwrap();
+            assert!(report.torn_tail.is_none() && report.removed_temp_files.is_empty());
+            let entries = wal
+                .entries(REGION, LogIndex(1), LogIndex(21), usize::MAX)
+                .unwrap();
+            assert_eq!(entries.len(), 20);
+            wal.close().await.unwrap();
+        });
+    }
+}
+
+/// The rule that deletes a never-started newest segment applies only where nothing valid
+/// follows: a damaged first record with a valid record after it is corruption, as anywhere
+/// in the newest segment.
+#[test]
+fn a_newest_segment_with_a_damaged_checkpoint_and_valid_records_after_it_is_an_error() {
+    let base = tempfile::tempdir().unwrap();
+    write_log(base.path(), 200, 900);
+    let (path, seq, records) = newest_records(base.path());
+    assert!(
+        seq > SegmentSeq(1) && records.len() > 2,
+        "rotated, then written"
+    );
+    flip_bit(&path, records[0].0 + 14, 3);
+    match recover(base.path()) {
+        Err(WalError::Corruption {
+            segment, offset, ..
+        }) => {
+            assert_eq!((segment, offset), (seq, records[0].0));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
