@@ -278,7 +278,7 @@ fn a_newest_segment_never_started_is_deleted_and_the_torn_tail_before_it_is_cut(
     let (last_offset, last_end) = *records.last().unwrap();
     // Tear the last record of the segment being written.
     let file = OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(&vec![0u8; 10], last_end - 10).unwrap();
+    file.write_all_at(&[0u8; 10], last_end - 10).unwrap();
     // What a started segment's first block would hold: its header and a checkpoint. Take it
     // from a log whose newest segment is `seq + 1`, each cut a torn start.
     let started = tempfile::tempdir().unwrap();

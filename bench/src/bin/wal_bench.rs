@@ -116,6 +116,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     for (appenders, raw_p50, stages) in &stage_rows {
         stages.print(*appenders, *raw_p50);
+        stages.print_by_spare(
+            args.segment_bytes
+                .unwrap_or(WalOptions::new(".").segment_size_bytes),
+        )?;
         stages.print_slowest(args.slowest);
     }
     Ok(())
@@ -178,6 +182,39 @@ impl Stages {
             }
         }
         self.flushes.push((total, *timing));
+    }
+
+    /// Flush totals split by whether the spare segment was being zero-filled when the flush
+    /// began (its zero writes share the disk, and each group commit's device flush), to tell
+    /// how much of the tail the zero-fill makes.
+    fn print_by_spare(&self, segment_bytes: u64) -> anyhow::Result<()> {
+        let mut filling = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut other = filling.clone();
+        for (total, timing) in &self.flushes {
+            let micros = total.as_micros().max(1) as u64;
+            match timing.spare_zeroed_bytes {
+                Some(zeroed) if zeroed < segment_bytes => filling.saturating_record(micros),
+                _ => other.saturating_record(micros),
+            }
+        }
+        println!();
+        println!("| flush total, µs | flushes | p50 | p90 | p99 | p99.9 | max |");
+        println!("|---|---|---|---|---|---|---|");
+        for (name, histogram) in [
+            ("while the spare is zero-filled", &filling),
+            ("spare complete or none", &other),
+        ] {
+            println!(
+                "| {name} | {} | {} | {} | {} | {} | {} |",
+                histogram.len(),
+                histogram.value_at_quantile(0.5),
+                histogram.value_at_quantile(0.9),
+                histogram.value_at_quantile(0.99),
+                histogram.value_at_quantile(0.999),
+                histogram.max()
+            );
+        }
+        Ok(())
     }
 
     /// The `count` slowest flushes, slowest first: which flush (number in the run, segment
