@@ -65,6 +65,19 @@ fn records(dir: &Path) -> (std::path::PathBuf, Vec<u64>) {
     (newest.path, offsets)
 }
 
+/// Overwrites bytes inside the newest segment's last record (a torn tail); returns the
+/// segment and the record's offset.
+fn tear_last_record(dir: &Path) -> (std::path::PathBuf, u64) {
+    let (segment, offsets) = records(dir);
+    let last = *offsets.last().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all_at(&[0xAB; 7], last + 14).unwrap();
+    (segment, last)
+}
+
 #[test]
 fn stats_and_dump_describe_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,13 +115,7 @@ fn verify_and_repair_a_torn_tail_with_confirmation_and_backup() {
     write_wal(dir.path());
     let path = dir.path().to_str().unwrap();
     assert!(tool(&["verify", path], "").status.success());
-    let (segment, offsets) = records(dir.path());
-    let last = *offsets.last().unwrap();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    file.write_all_at(&[0xAB; 7], last + 14).unwrap();
+    let (segment, last) = tear_last_record(dir.path());
     let output = tool(&["verify", path], "");
     assert!(!output.status.success());
     assert!(stdout(&output).contains(&format!("torn tail: segment s1 offset {last}")));
@@ -159,13 +166,7 @@ fn a_never_started_newest_segment_leaves_the_torn_tail_before_it_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     write_wal(dir.path());
     let path = dir.path().to_str().unwrap();
-    let (segment, offsets) = records(dir.path());
-    let last = *offsets.last().unwrap();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    file.write_all_at(&[0xAB; 7], last + 14).unwrap();
+    let (_, last) = tear_last_record(dir.path());
     let mut spare = vec![0u8; 64 << 10];
     let seq = tessera_wal::SegmentSeq(2);
     spare[..32].copy_from_slice(&tessera_wal::format::encode_segment_header(seq));

@@ -204,15 +204,7 @@ impl Stages {
             ("while the spare is zero-filled", &filling),
             ("spare complete or none", &other),
         ] {
-            println!(
-                "| {name} | {} | {} | {} | {} | {} | {} |",
-                histogram.len(),
-                histogram.value_at_quantile(0.5),
-                histogram.value_at_quantile(0.9),
-                histogram.value_at_quantile(0.99),
-                histogram.value_at_quantile(0.999),
-                histogram.max()
-            );
+            print_histogram_row(name, histogram);
         }
         Ok(())
     }
@@ -263,17 +255,22 @@ impl Stages {
         println!("| stage | flushes | p50 | p90 | p99 | p99.9 | max |");
         println!("|---|---|---|---|---|---|---|");
         for (name, histogram) in &self.rows {
-            println!(
-                "| {name} | {} | {} | {} | {} | {} | {} |",
-                histogram.len(),
-                histogram.value_at_quantile(0.5),
-                histogram.value_at_quantile(0.9),
-                histogram.value_at_quantile(0.99),
-                histogram.value_at_quantile(0.999),
-                histogram.max()
-            );
+            print_histogram_row(name, histogram);
         }
     }
+}
+
+/// One table row: count, p50, p90, p99, p99.9, max.
+fn print_histogram_row(name: &str, histogram: &Histogram<u64>) {
+    println!(
+        "| {name} | {} | {} | {} | {} | {} | {} |",
+        histogram.len(),
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.9),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max()
+    );
 }
 
 struct RawResult {
