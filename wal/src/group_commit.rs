@@ -42,8 +42,9 @@ pub struct FlushTiming {
     /// From the flusher finding work to taking the batch (`batch_wait_max`, or one yield to
     /// the executor's run queue).
     pub gather: Duration,
-    /// Starting a new segment (checkpoint write, fdatasync, rename, directory fsync, purge)
-    /// when the batch did not fit; zero otherwise.
+    /// Starting a new segment when the batch did not fit (its checkpoint write, then the
+    /// purge; a spare that was ready was renamed and its directory fsynced when prepared, one
+    /// made now pays those here too); zero otherwise.
     pub rotate: Duration,
     /// The record write's stages.
     pub write: WriteTiming,
