@@ -511,6 +511,10 @@ impl Driver<'_> {
         if pending.intended_ns >= self.workload.measure_from_ns {
             self.stats
                 .record_ns(pending.op, latency_ns(pending.intended_ns, now));
+            let from = self.workload.measure_from_ns;
+            self.stats
+                .timeline
+                .record(pending.intended_ns - from, now.saturating_sub(from));
             self.last_recorded_ns = self.last_recorded_ns.max(now);
         }
     }

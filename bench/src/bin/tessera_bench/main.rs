@@ -8,8 +8,9 @@
 //! 3-node cluster on loopback itself and stops it afterwards.
 //!
 //! Output: a one-screen report (or `--json`), a progress line on stderr during the run, the
-//! full percentile distribution per operation in HdrHistogram text format (`--hgrm`), and a
-//! latency-by-percentile SVG (`--svg`). See docs/benchmarks.md for measured figures.
+//! full percentile distribution per operation in HdrHistogram text format (`--hgrm`), a
+//! latency-by-percentile SVG (`--svg`) and the run second by second (`--timeline`). See
+//! docs/benchmarks.md for measured figures.
 
 mod driver;
 mod routing;
@@ -17,6 +18,7 @@ mod schedule;
 mod spawn;
 mod stats;
 mod svg;
+mod timeline;
 mod workload;
 
 use std::io::IsTerminal;
@@ -127,6 +129,10 @@ struct Args {
     /// Print a JSON summary instead of the text report.
     #[arg(long)]
     json: bool,
+    /// Add the run second by second (requests intended and completed, latency of the
+    /// intended ones) to the report or the JSON summary.
+    #[arg(long)]
+    timeline: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -240,6 +246,9 @@ fn main() -> anyhow::Result<()> {
     if args.json {
         let mut summary = stats::stats_json(&run.stats, run.measured_ns);
         summary["config"] = config;
+        if args.timeline {
+            summary["timeline"] = run.stats.timeline.json();
+        }
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", text_report(&args, &run, &config));
@@ -468,6 +477,10 @@ fn text_report(args: &Args, run: &PhaseResult, config: &serde_json::Value) -> St
     }
     out.push('\n');
     out += &stats::latency_table(&run.stats, run.measured_ns);
+    if args.timeline {
+        out += "\nsecond by second after the warm-up (latency of the requests intended in it):\n";
+        out += &run.stats.timeline.table();
+    }
     out
 }
 

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::timeline::Timeline;
 use crate::workload::OpKind;
 
 /// Significant digits of every histogram: values are exact to 0.1%.
@@ -37,6 +38,8 @@ pub struct Stats {
     pub retries: BTreeMap<&'static str, u64>,
     /// Compare-and-swaps that reached the server and found another version (not errors).
     pub cas_mismatches: u64,
+    /// The run second by second (see `timeline`).
+    pub timeline: Timeline,
 }
 
 impl Default for Stats {
@@ -55,6 +58,7 @@ impl Stats {
             errors: BTreeMap::new(),
             retries: BTreeMap::new(),
             cas_mismatches: 0,
+            timeline: Timeline::default(),
         }
     }
 
@@ -89,6 +93,7 @@ impl Stats {
             *self.retries.entry(kind).or_default() += n;
         }
         self.cas_mismatches += other.cas_mismatches;
+        self.timeline.merge(&other.timeline);
     }
 
     /// All operation kinds in one histogram.
