@@ -32,6 +32,15 @@ pub struct Config {
     pub pending_reads_max: usize,
     /// Seed of the generator behind randomized election timeouts.
     pub seed: u64,
+    /// When an acknowledgement advances the commit index, send every follower an
+    /// AppendEntries at once carrying it (empty if it has every entry). With `false` the
+    /// commit index travels with the next append or heartbeat instead, except when a
+    /// configuration change commits (members learn it at once either way), and
+    /// [`crate::RaftCore::broadcast_commit`] asks for one broadcast. Followers then apply up to
+    /// a heartbeat interval later, which only matters for what they serve from their own
+    /// state; the leader commits, applies and answers at the same moment either way, with two
+    /// messages, two wake-ups of each follower and two acknowledgements fewer per commit.
+    pub broadcast_commit: bool,
 }
 
 impl Config {
@@ -49,6 +58,7 @@ impl Config {
             uncommitted_entries_max: 100_000,
             pending_reads_max: 4096,
             seed: id.0,
+            broadcast_commit: true,
         }
     }
 

@@ -424,6 +424,109 @@ fn a_leader_counts_its_own_log_only_once_persisted() {
     node.advance(ready.advance());
 }
 
+/// The empty AppendEntries (commit notices) among `messages`, as (to, leader commit).
+fn commit_notices(messages: &[Message]) -> Vec<(NodeId, LogIndex)> {
+    messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendEntries {
+                entries,
+                leader_commit,
+                ..
+            } if entries.is_empty() => Some((m.to, *leader_commit)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Not a rule of the paper but of how a commit reaches followers: with
+/// `Config::broadcast_commit` an acknowledgement that commits sends every follower a commit
+/// notice at once; without it the commit travels with the next append or heartbeat, except
+/// the first commit of a term (the new leader's entry, after which conf changes are
+/// accepted) and a conf change's, and `broadcast_commit()` asks for one notice.
+#[test]
+fn without_broadcast_commit_a_commit_travels_with_the_next_append_or_heartbeat() {
+    let both = |index: LogIndex| vec![(NodeId(2), index), (NodeId(3), index)];
+    for broadcast in [true, false] {
+        let mut config = Config::new(ME);
+        config.pre_vote = false;
+        config.check_quorum = false;
+        config.broadcast_commit = broadcast;
+        let heartbeat_ticks = config.heartbeat_interval_ticks;
+        let mut node = node_with(config, 5, &[], 5);
+        elect(&mut node);
+        node.step(append_response(2, 6, 6));
+        assert_eq!(node.committed(), LogIndex(6));
+        let notices = commit_notices(&sent(&mut node));
+        assert!(
+            notices.contains(&(NodeId(2), LogIndex(6))),
+            "broadcast {broadcast}: the first commit of a term is told at once: {notices:?}"
+        );
+        node.step(append_response(3, 6, 6));
+        sent(&mut node);
+
+        // A client entry commits on node 2's acknowledgement.
+        let index = node.propose(b"x".to_vec().into()).expect("leader");
+        sent(&mut node);
+        node.step(append_response(2, 6, index.0));
+        assert_eq!(node.committed(), index);
+        let notices = commit_notices(&sent(&mut node));
+        if broadcast {
+            assert_eq!(notices, both(index), "a notice to each follower at once");
+        } else {
+            assert!(notices.is_empty(), "no notice of its own: {notices:?}");
+        }
+
+        // The next append carries it.
+        let next = node.propose(b"y".to_vec().into()).expect("leader");
+        let carried = sent(&mut node).into_iter().any(|m| {
+            matches!(&m.body, MessageBody::AppendEntries { entries, leader_commit, .. }
+                if m.to == NodeId(3) && entries.last().map(|e| e.index) == Some(next)
+                    && *leader_commit == index)
+        });
+        assert!(
+            carried,
+            "broadcast {broadcast}: the next append carries commit {index:?}"
+        );
+
+        // So does the heartbeat, up to what the follower matched.
+        node.step(append_response(2, 6, next.0));
+        node.step(append_response(3, 6, next.0));
+        sent(&mut node);
+        for _ in 0..heartbeat_ticks {
+            node.tick();
+        }
+        let heartbeats: Vec<(NodeId, LogIndex)> = sent(&mut node)
+            .into_iter()
+            .filter_map(|m| match m.body {
+                MessageBody::Heartbeat { commit, .. } => Some((m.to, commit)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(heartbeats, both(next), "broadcast {broadcast}");
+
+        // A conf change's commit is told at once either way.
+        let change = tessera_core::ConfChange::AddLearner(NodeId(4));
+        let conf_index = node.propose_conf_change(change).expect("accepted");
+        sent(&mut node);
+        node.step(append_response(2, 6, conf_index.0));
+        assert_eq!(node.committed(), conf_index);
+        let notices = commit_notices(&sent(&mut node));
+        assert!(
+            notices.contains(&(NodeId(2), conf_index)),
+            "broadcast {broadcast}: a conf change is told at once: {notices:?}"
+        );
+
+        // And `broadcast_commit()` asks for notices.
+        node.broadcast_commit();
+        let notices = commit_notices(&sent(&mut node));
+        assert!(
+            notices.contains(&(NodeId(2), conf_index)),
+            "broadcast {broadcast}: asked for: {notices:?}"
+        );
+    }
+}
+
 #[test]
 fn a_follower_commits_up_to_the_leader_commit_but_not_past_what_it_matched() {
     let mut node = node(7, &[(6, 6), (7, 6), (8, 6)], 5);

@@ -78,11 +78,15 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// Defaults for `node`: 100 ms ticks assumed, snapshots every 10,000 entries.
+    /// Defaults for `node`: 100 ms ticks assumed, snapshots every 10,000 entries, commit
+    /// indexes carried by the next append or heartbeat (`Config::broadcast_commit` off).
     pub fn new(node: NodeId) -> StoreConfig {
         StoreConfig {
             node,
-            raft: Config::new(node),
+            raft: Config {
+                broadcast_commit: false,
+                ..Config::new(node)
+            },
             snapshot_interval_entries: 10_000,
             pending_requests_max: 100_000,
             unsafe_local_strong_reads: false,
@@ -858,6 +862,14 @@ impl Store {
         }
         if !splits.is_empty() {
             self.changed_regions.push(peer.region.clone());
+            if leader_here {
+                // Followers split when they learn the commit; without `broadcast_commit` that
+                // would wait for the next append or heartbeat, and the new Region's first
+                // election for replicas that do not exist yet.
+                if let Some(core) = self.raft.group_mut(region) {
+                    core.broadcast_commit();
+                }
+            }
         }
         let conf = peer.conf.clone();
         for (upper, kv) in splits {

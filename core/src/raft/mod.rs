@@ -205,6 +205,16 @@ impl<S: Storage> RaftCore<S> {
         self.hup(false);
     }
 
+    /// On a leader: sends every follower its missing entries or, if it has them all, an
+    /// empty AppendEntries carrying the commit index, with the next `ready`. For a caller
+    /// that runs without `Config::broadcast_commit` and needs followers to apply something
+    /// committed now rather than at the next append or heartbeat. Ignored elsewhere.
+    pub fn broadcast_commit(&mut self) {
+        if self.role == Role::Leader {
+            self.broadcast_pending = true;
+        }
+    }
+
     /// Appends a client command. Returns the index it will have if it commits.
     ///
     /// # Errors

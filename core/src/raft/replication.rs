@@ -143,7 +143,13 @@ impl<S: Storage> RaftCore<S> {
             ProgressState::Replicate => progress.free_inflights_to(index),
         }
         let match_index = progress.match_index;
-        if self.maybe_commit() {
+        let committed_before = self.log.committed();
+        // Without `broadcast_commit` the commit rides on the next append or heartbeat, but a
+        // conf change (and the new leader's first entry, `pending_conf_index` then) is told
+        // at once: members act on it.
+        if self.maybe_commit()
+            && (self.config.broadcast_commit || self.pending_conf_index > committed_before)
+        {
             self.broadcast_pending = true;
         }
         if was_paused

@@ -91,6 +91,8 @@ fn sim_config(id: NodeId, seed: u64, inflight_msgs_max: usize) -> Config {
     config.inflight_msgs_max = inflight_msgs_max;
     config.msg_bytes_max = 4096;
     config.seed = seed;
+    // Half the seeds tell commits at once, half with the next append or heartbeat.
+    config.broadcast_commit = seed.is_multiple_of(2);
     config
 }
 

@@ -287,6 +287,7 @@ async fn start_core(
     let mut store_config = StoreConfig::new(NodeId(config.node_id));
     store_config.raft.election_timeout_ticks = config.election_timeout_ticks;
     store_config.raft.heartbeat_interval_ticks = config.heartbeat_interval_ticks;
+    store_config.raft.broadcast_commit = config.raft_broadcast_commit;
     store_config.raft.seed = config.node_id ^ ((core as u64) << 32) ^ meta.cluster_id;
     store_config.snapshot_interval_entries = config.snapshot_interval_entries;
     store_config.pending_requests_max = config.pending_requests_max;
