@@ -122,6 +122,18 @@ pub fn validate_layout(regions: &[Region]) -> Result<(), String> {
     Ok(())
 }
 
+/// Takes `regions` into `known` where they are not older than what it holds (by epoch).
+pub fn keep_newest(known: &mut std::collections::BTreeMap<RegionId, Region>, regions: Vec<Region>) {
+    for region in regions {
+        if known
+            .get(&region.id)
+            .is_none_or(|k| k.epoch <= region.epoch)
+        {
+            known.insert(region.id, region);
+        }
+    }
+}
+
 /// The core of a node that owns a Region: a pure function of the Region id and the node's
 /// core count, so any sender can address the owning core directly.
 pub fn owning_core(region: RegionId, cores: usize) -> usize {

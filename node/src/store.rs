@@ -255,6 +255,9 @@ pub struct Store {
     /// Regions another core of this node hosts (handed off): a split replayed from a
     /// parent's log, or a message, never creates them here.
     elsewhere: BTreeSet<RegionId>,
+    /// The other cores' Regions as they last told them (see `handoff.rs`); only those in
+    /// `elsewhere` count.
+    other_cores: BTreeMap<RegionId, Region>,
 }
 
 impl Store {
@@ -273,22 +276,13 @@ impl Store {
             tombstones: BTreeMap::new(),
             destroyed: Vec::new(),
             elsewhere: BTreeSet::new(),
+            other_cores: BTreeMap::new(),
         }
     }
 
     /// True if another core of this node hosts `region` (see `set_elsewhere`).
     pub fn is_elsewhere(&self, region: RegionId) -> bool {
         self.elsewhere.contains(&region)
-    }
-
-    /// Records whether another core of this node hosts `region`: a split replayed from a
-    /// parent's log, a message, or recovery never creates it on this core.
-    pub fn set_elsewhere(&mut self, region: RegionId, elsewhere: bool) {
-        if elsewhere {
-            self.elsewhere.insert(region);
-        } else {
-            self.elsewhere.remove(&region);
-        }
     }
 
     /// Regions whose range or epoch changed, or that splits created, since the last call.
@@ -471,11 +465,14 @@ impl Store {
                         false
                     }
                     Ok(Some(described)) if described.id == region => {
-                        !self.peers.values().any(|p| {
-                            p.initialized
-                                && p.region.overlaps(&described)
-                                && p.region.epoch.version <= described.epoch.version
-                        })
+                        let older = |r: &Region| {
+                            r.overlaps(&described) && r.epoch.version <= described.epoch.version
+                        };
+                        !self
+                            .peers
+                            .values()
+                            .any(|p| p.initialized && older(&p.region))
+                            && !self.overlaps_other_core(region, older)
                     }
                     _ => false,
                 }

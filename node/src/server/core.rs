@@ -263,15 +263,7 @@ impl CoreLoop {
 
     /// Takes newer descriptors into the routing table.
     fn learn_regions(&mut self, regions: Vec<Region>) {
-        for region in regions {
-            let newer = self
-                .routing
-                .get(&region.id)
-                .is_none_or(|known| known.epoch <= region.epoch);
-            if newer {
-                self.routing.insert(region.id, region);
-            }
-        }
+        crate::region::keep_newest(&mut self.routing, regions);
     }
 
     /// Runs until shutdown is requested or the WAL fails.
@@ -376,7 +368,10 @@ impl CoreLoop {
                     reply_to.send_frame(frame);
                 }
             }
-            Event::CrossCore(CrossCore::Regions(regions)) => self.learn_regions(regions),
+            Event::CrossCore(CrossCore::Regions(regions)) => {
+                self.store.learn_other_core_regions(regions.clone());
+                self.learn_regions(regions);
+            }
             Event::CrossCore(CrossCore::Leaders(leaders)) => {
                 for (region, leader) in leaders {
                     match leader {

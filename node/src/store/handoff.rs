@@ -114,6 +114,47 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records whether another core of this node hosts `region`: a split replayed from a
+    /// parent's log, a message, or recovery never creates it on this core, and an
+    /// uninitialized peer of it that a message created here first is dropped (the Region's
+    /// messages go to the other core).
+    pub fn set_elsewhere(&mut self, region: RegionId, elsewhere: bool) {
+        if !elsewhere {
+            self.elsewhere.remove(&region);
+            self.other_cores.remove(&region);
+            return;
+        }
+        self.elsewhere.insert(region);
+        if self.is_uninitialized(region) {
+            self.peers.remove(&region);
+            let _ = self.raft.remove_group(region);
+            tracing::info!(
+                region = region.0,
+                "dropping an uninitialized peer: another core hosts the region"
+            );
+        }
+    }
+
+    /// Takes the other cores' Regions (newer epochs win), so that a snapshot never
+    /// initializes a Region here whose range another core's Region still covers (a split
+    /// that has not applied there yet).
+    pub fn learn_other_core_regions(&mut self, regions: Vec<Region>) {
+        crate::region::keep_newest(&mut self.other_cores, regions);
+    }
+
+    /// True if a Region another core hosts (other than `region`) matches `older`.
+    pub(super) fn overlaps_other_core(
+        &self,
+        region: RegionId,
+        older: impl Fn(&Region) -> bool,
+    ) -> bool {
+        self.other_cores
+            .values()
+            .any(|r| r.id != region && self.elsewhere.contains(&r.id) && older(r))
+    }
+}
+
 /// The Raft storage a handed-off Region restarts from: its snapshot, entries and hard state.
 pub fn handed_off_storage(state: &HandOffState) -> MemStorage {
     let mut storage = MemStorage::new_with_conf(state.conf_state.clone());
@@ -136,7 +177,7 @@ mod tests {
     use crate::region::RegionEpoch;
     use crate::request::{KvOp, KvReply, KvRequest, Mode};
     use crate::store::StoreConfig;
-    use tessera_core::NodeId;
+    use tessera_core::{Message, MessageBody, NodeId};
 
     fn store(core: usize) -> Store {
         let mut config = StoreConfig::new(NodeId(1));
@@ -269,5 +310,73 @@ mod tests {
         let rebuilt = handed_off_storage(&state);
         assert_eq!(rebuilt.last_index(), LogIndex(7));
         assert_eq!(rebuilt.hard_state(), state.hard_state);
+    }
+
+    #[test]
+    fn a_snapshot_never_initializes_a_region_another_core_still_covers() {
+        let mut store = store(1);
+        let parent = |version, end: &str| Region {
+            id: RegionId(1),
+            start_key: Vec::new(),
+            end_key: end.as_bytes().to_vec(),
+            epoch: RegionEpoch {
+                version,
+                conf_version: 1,
+            },
+            peers: vec![NodeId(1), NodeId(2)],
+        };
+        // Core 0 hosts Region 1 (handed there), not yet split.
+        store.set_elsewhere(RegionId(1), true);
+        store.learn_other_core_regions(vec![parent(1, "")]);
+        let message = |body| Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(7),
+            body,
+        };
+        let heartbeat = MessageBody::Heartbeat {
+            commit: LogIndex(0),
+            read_context: 0,
+        };
+        // Region 3, made by a split of Region 1 at "m", is led from node 2.
+        store.on_raft_messages(vec![(RegionId(3), message(heartbeat.clone()))]);
+        assert!(store.is_uninitialized(RegionId(3)));
+        let child = Region {
+            id: RegionId(3),
+            start_key: b"m".to_vec(),
+            epoch: RegionEpoch {
+                version: 2,
+                conf_version: 1,
+            },
+            ..parent(2, "")
+        };
+        let data = split::encode_envelope(&child, &Default::default());
+        let snapshot = MessageBody::InstallSnapshot {
+            snapshot: Snapshot {
+                metadata: SnapshotMetadata {
+                    index: LogIndex(20),
+                    term: Term(7),
+                    conf_state: ConfState::with_voters([NodeId(1), NodeId(2)]),
+                },
+                data: data.into(),
+            },
+        };
+        store.on_raft_messages(vec![(RegionId(3), message(snapshot.clone()))]);
+        assert_eq!(
+            store.stats().uninitialized_refused,
+            1,
+            "core 0 still covers it"
+        );
+        // Core 0 applied the split (it makes Region 3 there): the peer here goes.
+        store.learn_other_core_regions(vec![parent(2, "m")]);
+        store.set_elsewhere(RegionId(3), true);
+        assert!(store.raft(RegionId(3)).is_none() && !store.is_uninitialized(RegionId(3)));
+        store.on_raft_messages(vec![(RegionId(3), message(heartbeat))]);
+        assert!(store.raft(RegionId(3)).is_none(), "not created again here");
+        // Had core 0's parent shrunk without making Region 3, the snapshot is taken.
+        store.set_elsewhere(RegionId(3), false);
+        store.on_raft_messages(vec![(RegionId(3), message(snapshot))]);
+        assert_eq!(store.stats().uninitialized_refused, 1);
+        assert!(store.raft(RegionId(3)).is_some());
     }
 }

@@ -571,7 +571,14 @@ impl CoreLoop {
 
     pub(super) fn on_placement(&mut self, placement: Vec<(RegionId, Option<usize>, u64)>) {
         for (region, core, generation) in placement {
+            if self.hand_offs.generation(region) > generation {
+                continue;
+            }
             self.hand_offs.learn(region, core, generation);
+            let elsewhere = core.is_some_and(|c| c != self.core);
+            if self.store.raft(region).is_none() || self.store.is_uninitialized(region) {
+                self.store.set_elsewhere(region, elsewhere);
+            }
         }
     }
 }
