@@ -304,3 +304,38 @@ fn a_relative_data_dir_serves_from_a_fresh_start_across_segment_rotations_and_a_
     }
     node.stop_cleanly();
 }
+
+/// A raw read reads the node's applied state; right after a restart that state must already
+/// hold every write acknowledged before it (the recovered committed entries are applied
+/// before the first request is taken), not only once the node has led again.
+#[test]
+fn a_raw_read_right_after_a_restart_sees_every_acknowledged_write() {
+    let mut node = Node::started();
+    let mut client = node.client();
+    let keys: Vec<String> = (0..64).map(|i| format!("key-{i:02}")).collect();
+    for key in &keys {
+        client.put(key.as_bytes(), b"v", Mode::Raw).unwrap();
+    }
+    drop(client);
+    for restart in 0..3 {
+        node.stop_cleanly();
+        node.spawn();
+        // The first answer to a raw read after the restart, whatever it is, must hold the
+        // write (no waiting for the node to be ready first).
+        let options = tessera_node::client::ClientOptions {
+            request_timeout: std::time::Duration::from_millis(500),
+            attempts_max: 1,
+            ..Default::default()
+        };
+        let key = &keys[(restart * 21) % keys.len()];
+        let found = common::wait_for("a raw read to be answered", common::START_TIMEOUT, || {
+            let mut client = Client::connect(&node.client_addr(0), options.clone()).ok()?;
+            client.get(key.as_bytes(), Mode::Raw).ok()
+        });
+        assert!(
+            found.is_some(),
+            "restart {restart}: {key} was acknowledged but a raw read missed it"
+        );
+        node.wait_ready();
+    }
+}

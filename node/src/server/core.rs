@@ -280,6 +280,10 @@ impl CoreLoop {
     /// `CoreError` when the WAL or a snapshot cannot be written.
     pub async fn run(mut self, events: LocalReceiver<Event>) -> Result<Wal, CoreError> {
         self.init_routing();
+        // Entries the WAL holds as committed are applied before any request is taken (their
+        // round writes nothing, so it completes at once): a raw read right after a restart
+        // sees every write acknowledged before it.
+        self.start_rounds()?;
         self.store.campaign_all();
         self.persist_pd();
         loop {
