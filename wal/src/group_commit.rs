@@ -42,9 +42,10 @@ pub struct FlushTiming {
     /// From the flusher finding work to taking the batch (`batch_wait_max`, or one yield to
     /// the executor's run queue).
     pub gather: Duration,
-    /// Starting a new segment when the batch did not fit (its checkpoint write, then the
-    /// purge; a spare that was ready was renamed and its directory fsynced when prepared, one
-    /// made now pays those here too); zero otherwise.
+    /// Starting a new segment when the batch did not fit, and the purge after it; the new
+    /// segment's checkpoint goes out in the batch's write (`write`), and a spare that was
+    /// ready was renamed and its directory fsynced when prepared (one made now pays those
+    /// here); zero otherwise.
     pub rotate: Duration,
     /// The record write's stages.
     pub write: WriteTiming,
@@ -318,13 +319,21 @@ async fn flush(
 ) -> Result<Flushed> {
     let body_len: usize = bodies.iter().map(Vec::len).sum();
     let mut rotate = Duration::ZERO;
-    if (RECORD_HEADER_LEN + body_len) as u64 > segment.room() {
+    let rotated = (RECORD_HEADER_LEN + body_len) as u64 > segment.room();
+    if rotated {
         let began = Instant::now();
         shared.rotate(segment).await?;
         rotate = began.elapsed();
     }
     let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    // After a rotation this write carries the new segment's checkpoint too.
     let written = segment.write_record(RecordType::Batch, &slices).await?;
+    if rotated {
+        // Only now is the new segment's checkpoint durable (see `Shared::rotate`).
+        let began = Instant::now();
+        shared.purge().await?;
+        rotate += began.elapsed();
+    }
     let finish_began = Instant::now();
     shared.pace_spare(segment.seq().next(), segment.used());
     let view = written.view();

@@ -10,12 +10,12 @@
 //!    while the current one is written, a "spare"; see [`SpareSegment::prepare`]): create
 //!    `<name>.tmp`, preallocate `segment_size_bytes`, write zeros over all of it, write the
 //!    segment header, fdatasync, rename to `<name>`, fsync the directory;
-//! 2. started, when the active segment is full ([`ActiveSegment::start`]): write the checkpoint
-//!    record (write-through, or write + fdatasync). Only then does the flusher write batches
-//!    into it.
+//! 2. started, when the active segment is full ([`ActiveSegment::start`]): its checkpoint
+//!    record goes out in front of the first batch, in that batch's write (write-through, or
+//!    write + fdatasync).
 //!
-//! So the rotation on the flush path is one record write; the rename and the directory fsync
-//! (a journal commit) happened earlier, off the flush path. A segment with its final name
+//! So a rotation adds nothing to the flush path but a checkpoint record in the next write;
+//! the rename and the directory fsync (a journal commit) happened earlier, off it. A segment with its final name
 //! always has a valid header; one that holds no valid record (prepared but never started, or
 //! whose checkpoint write a crash tore) can only be the newest, held nothing acknowledged, and
 //! recovery deletes it (`crate::scan`). A crash before the rename leaves only a `.tmp` file,
@@ -308,6 +308,9 @@ pub struct ActiveSegment {
     /// Opened `O_DSYNC` (`WalOptions::write_through`): a record write is durable when it
     /// completes, so no fdatasync follows it.
     write_through: bool,
+    /// The checkpoint body of a segment just started, written in front of its first record,
+    /// in the same write (see [`ActiveSegment::start`]).
+    pending_checkpoint: Option<Vec<u8>>,
 }
 
 impl ActiveSegment {
@@ -327,22 +330,38 @@ impl ActiveSegment {
         write_through: bool,
     ) -> Result<ActiveSegment> {
         let spare = SpareSegment::prepare(dir, seq, len, None, write_through).await?;
-        ActiveSegment::start(spare, checkpoint_body, faults, zero_fill).await
+        let mut segment = ActiveSegment::start(spare, checkpoint_body, faults, zero_fill)?;
+        segment.write_records(&[]).await?;
+        Ok(segment)
     }
 
-    /// Makes a prepared spare the active segment (step 2 of the module docs): writes the
-    /// checkpoint record. A spare that was not zero-filled is zero-filled in the background
-    /// if `zero_fill`.
+    /// Makes a prepared spare the active segment (step 2 of the module docs): its checkpoint
+    /// record with `checkpoint_body` goes out in front of the next record, in the same write
+    /// (so a rotation costs the group commit no extra write). A spare that was not zero-filled
+    /// is zero-filled in the background if `zero_fill`.
+    ///
+    /// A crash that tears that write leaves either a valid checkpoint and a torn batch (a
+    /// torn tail) or no valid record at all (a never-started segment): both recover exactly.
+    /// The caller purges older segments only once that write is durable: until then this
+    /// segment holds no checkpoint that would let recovery do without them.
     ///
     /// # Errors
-    /// `Io` for a failed write. The file, which holds nothing acknowledged, is then deleted
-    /// (best effort: recovery deletes a newest segment without a valid record too).
-    pub async fn start(
+    /// `Io` (the injected preallocation fault: the preallocation itself may have happened
+    /// earlier, in the background); the file, which holds nothing, is then deleted.
+    pub fn start(
         spare: SpareSegment,
         checkpoint_body: &[u8],
         faults: &FaultInjection,
         zero_fill: bool,
     ) -> Result<ActiveSegment> {
+        if let Err(error) = faults.check(FaultOp::Preallocate, &spare.path) {
+            // It holds nothing: a full disk is not made fuller by it (best effort: recovery
+            // deletes a newest segment without a valid record too).
+            if let Err(remove_error) = std::fs::remove_file(&spare.path) {
+                tracing::warn!(%remove_error, path = %spare.path.display(), "cannot delete a segment that failed to start");
+            }
+            return Err(error);
+        }
         let mut segment = ActiveSegment {
             seq: spare.seq,
             path: spare.path,
@@ -353,13 +372,8 @@ impl ActiveSegment {
             tail: format::encode_segment_header(spare.seq).to_vec(),
             faults: faults.clone(),
             write_through: spare.write_through,
+            pending_checkpoint: Some(checkpoint_body.to_vec()),
         };
-        if let Err(error) = segment.fill_new(checkpoint_body).await {
-            if let Err(remove_error) = std::fs::remove_file(&segment.path) {
-                tracing::warn!(%remove_error, path = %segment.path.display(), "cannot delete a segment that failed to start");
-            }
-            return Err(error);
-        }
         if zero_fill && !spare.zero_filled {
             segment.start_zero_fill(align_up(segment.write_pos));
         }
@@ -376,16 +390,6 @@ impl ActiveSegment {
                 self.len,
             ));
         }
-    }
-
-    /// Step 2 of the module docs. The injected preallocation fault is checked here, once per
-    /// segment made active, because the preallocation itself may have happened earlier in
-    /// the background (a spare).
-    async fn fill_new(&mut self, checkpoint_body: &[u8]) -> Result<()> {
-        self.faults.check(FaultOp::Preallocate, &self.path)?;
-        self.write_record(RecordType::Checkpoint, &[checkpoint_body])
-            .await
-            .map(drop)
     }
 
     /// Reopens segment `seq` for appending after recovery. The valid log ends at
@@ -446,6 +450,7 @@ impl ActiveSegment {
             tail,
             faults: faults.clone(),
             write_through,
+            pending_checkpoint: None,
         };
         if cut_end > end_offset {
             segment.zero_range(cut_end).await?;
@@ -494,9 +499,13 @@ impl ActiveSegment {
         self.seq
     }
 
-    /// Bytes still free.
+    /// Bytes still free (after a pending checkpoint record).
     pub fn room(&self) -> u64 {
-        self.len - self.write_pos
+        let pending = self
+            .pending_checkpoint
+            .as_ref()
+            .map_or(0, |body| (RECORD_HEADER_LEN + body.len()) as u64);
+        self.len - self.write_pos - pending
     }
 
     /// Bytes in use: the header and the records.
@@ -518,32 +527,60 @@ impl ActiveSegment {
         record_type: RecordType,
         bodies: &[&[u8]],
     ) -> Result<WrittenRecord> {
-        let body_len: usize = bodies.iter().map(|body| body.len()).sum();
-        let record_len = (RECORD_HEADER_LEN + body_len) as u64;
+        self.write_records(&[(record_type, bodies)]).await
+    }
+
+    /// Writes a pending checkpoint record (if any) and `records` with one write (and one
+    /// fdatasync unless write-through); returns the last record written.
+    ///
+    /// # Panics
+    /// If nothing is to be written, or it does not fit in the segment.
+    async fn write_records(&mut self, records: &[(RecordType, &[&[u8]])]) -> Result<WrittenRecord> {
+        let checkpoint = self.pending_checkpoint.take();
+        let mut all: Vec<(RecordType, &[&[u8]])> = Vec::with_capacity(records.len() + 1);
+        let checkpoint_bodies: [&[u8]; 1] = [checkpoint.as_deref().unwrap_or_default()];
+        if checkpoint.is_some() {
+            all.push((RecordType::Checkpoint, &checkpoint_bodies));
+        }
+        all.extend_from_slice(records);
+        let lens: Vec<u64> = all
+            .iter()
+            .map(|(_, bodies)| {
+                (RECORD_HEADER_LEN + bodies.iter().map(|b| b.len()).sum::<usize>()) as u64
+            })
+            .collect();
+        let total: u64 = lens.iter().sum();
         assert!(
-            record_len <= self.room(),
-            "segment {}: record of {record_len} bytes does not fit in {} bytes",
+            !all.is_empty() && total <= self.len - self.write_pos,
+            "segment {}: records of {total} bytes do not fit in {} bytes",
             self.seq,
-            self.room()
+            self.len - self.write_pos
         );
         let began = Instant::now();
-        let record_offset = self.write_pos;
-        let buffer_offset = align_down(record_offset);
-        let end = record_offset + record_len;
+        let buffer_offset = align_down(self.write_pos);
+        let end = self.write_pos + total;
         let mut buffer = self
             .file
             .alloc_dma_buffer((align_up(end) - buffer_offset) as usize);
         let bytes = buffer.as_bytes_mut();
         let tail_len = self.tail.len();
         bytes[..tail_len].copy_from_slice(&self.tail);
-        fill_record(
-            &mut bytes[tail_len..],
-            self.seq,
-            record_offset,
-            record_type,
-            bodies,
-        );
-        bytes[tail_len + record_len as usize..].fill(0);
+        let mut record_offset = self.write_pos;
+        for (&(record_type, bodies), &len) in all.iter().zip(&lens) {
+            let at = (record_offset - buffer_offset) as usize;
+            fill_record(
+                &mut bytes[at..],
+                self.seq,
+                record_offset,
+                record_type,
+                bodies,
+            );
+            record_offset += len;
+        }
+        bytes[(end - buffer_offset) as usize..].fill(0);
+        let last_offset = end - lens.last().expect("not empty");
+        let (record_type, last_bodies) = all.last().expect("not empty");
+        let (record_type, body_len) = (*record_type, last_bodies.iter().map(|b| b.len()).sum());
         let buffer = Rc::new(buffer);
         let built = Instant::now();
         if let Some(zero_fill) = &self.zero_fill {
@@ -574,7 +611,7 @@ impl ActiveSegment {
             buffer,
             segment: self.seq,
             buffer_offset,
-            record_offset,
+            record_offset: last_offset,
             record_type,
             body_len,
             timing,

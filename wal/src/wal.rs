@@ -78,7 +78,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Starts the next segment with a checkpoint of every Region's hard state and mark,
-    /// then purges what it allows.
+    /// written in front of the next record (see `ActiveSegment::start`). The caller purges
+    /// (`purge`) once that write is durable, not before: until then the new segment has no
+    /// checkpoint that would let recovery do without the older ones.
     pub(crate) async fn rotate(&self, segment: &mut ActiveSegment) -> Result<()> {
         let checkpoint = self.index.borrow().checkpoint_body();
         if checkpoint.len() > self.options.record_body_bytes_max() {
@@ -96,8 +98,7 @@ impl Shared {
             &checkpoint,
             &self.options.faults,
             self.options.zero_fill_segments,
-        )
-        .await?;
+        )?;
         let finished = std::mem::replace(segment, created);
         if let Err(error) = finished.close().await {
             tracing::warn!(%error, "closing a full WAL segment failed");
@@ -108,7 +109,6 @@ impl Shared {
             segments.active = next;
         }
         self.queue.borrow_mut().stats.segments_created += 1;
-        self.purge().await?;
         Ok(())
     }
 
@@ -192,7 +192,7 @@ impl Shared {
         }
     }
 
-    async fn purge(&self) -> Result<Vec<SegmentSeq>> {
+    pub(crate) async fn purge(&self) -> Result<Vec<SegmentSeq>> {
         let doomed: Vec<SegmentSeq> = {
             let mut segments = self.segments.borrow_mut();
             let keep_from = purge_keep_from(&self.index.borrow(), segments.active);
