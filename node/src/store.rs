@@ -79,7 +79,8 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// Defaults for `node`: 100 ms ticks assumed, snapshots every 10,000 entries, commit
-    /// indexes carried by the next append or heartbeat (`Config::broadcast_commit` off).
+    /// indexes carried by the next append or heartbeat (`Config::broadcast_commit` off; the
+    /// node sets it from `raft_broadcast_commit`, on by default).
     pub fn new(node: NodeId) -> StoreConfig {
         StoreConfig {
             node,
