@@ -77,13 +77,14 @@ static struct sockaddr_in loopback(void) {
     return a;
 }
 
+static int listener = -1;
+
+/* The echo side: the listening socket is made before this thread starts, so the client's
+   connect never races it. */
 static void *tcp_echo(void *unused) {
     (void)unused;
     pin(cpu_b);
-    int one = 1, l = socket(AF_INET, SOCK_STREAM, 0);
-    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = loopback();
-    if (bind(l, (void *)&a, sizeof a) || listen(l, 1)) { perror("bind"); exit(1); }
+    int one = 1, l = listener;
     int c = accept(l, 0, 0);
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     char buf[64];
@@ -96,10 +97,14 @@ static void *tcp_echo(void *unused) {
 
 static void tcp(const char *name) {
     pthread_t t;
+    int one = 1;
+    listener = socket(AF_INET, SOCK_STREAM, 0);
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in la = loopback();
+    if (bind(listener, (void *)&la, sizeof la) || listen(listener, 1)) { perror("bind"); exit(1); }
     pthread_create(&t, 0, tcp_echo, 0);
-    usleep(100000);
     pin(cpu_a);
-    int one = 1, s = socket(AF_INET, SOCK_STREAM, 0);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = loopback();
     if (connect(s, (void *)&a, sizeof a)) { perror("connect"); exit(1); }
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -134,7 +139,6 @@ static void ev(const char *name) {
     pthread_t t;
     pthread_create(&t, 0, ev_echo, 0);
     pin(cpu_a);
-    usleep(10000);
     long long *v = malloc(N * sizeof *v);
     uint64_t x;
     for (int i = 0; i < N + WARMUP; i++) {

@@ -197,8 +197,6 @@ impl Placement {
         self.finish_moves();
         if self.balance {
             self.cancel_moves_to_silent_stores(now_ms);
-        }
-        if self.balance {
             if let Some(order) = crate::balance::plan(self, now_ms, self.balance_leaders) {
                 tracing::info!(?order, "placement driver balances a region");
                 self.moves.insert(order.region, order);

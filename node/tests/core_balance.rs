@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,7 +131,8 @@ fn split_regions_spread_over_the_cores_while_a_client_writes_and_stay_after_a_re
     let mut node = node();
     node.start();
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = spawn_writer(client(&node), stop.clone());
+    let count = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(client(&node), stop.clone(), count.clone());
     let mut splitter = client(&node);
     for split_key in SPLIT_KEYS {
         // The driver learns a new Region from the next heartbeat: until then it refuses ids.
@@ -146,7 +147,7 @@ fn split_regions_spread_over_the_cores_while_a_client_writes_and_stay_after_a_re
         !pauses_us(&moved_log).is_empty(),
         "no hand-off happened; log:\n{moved_log}"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_more_writes(&count, 20);
     stop.store(true, Ordering::Relaxed);
     let (acked, attempts, failures) = writer.join().unwrap();
     eprintln!(
@@ -179,9 +180,22 @@ fn split_regions_spread_over_the_cores_while_a_client_writes_and_stay_after_a_re
 type Acked = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Writes from a thread until `stop`; returns the acknowledged writes, attempts and failures.
+/// A writer of distinct keys until `stop`, counting its acknowledged writes in `count`.
+/// Waits until the writer has `more` further writes acknowledged (after balancing: writes
+/// served from the Regions' new cores).
+fn wait_more_writes(count: &AtomicU64, more: u64) {
+    let before = count.load(Ordering::Relaxed);
+    wait_for(
+        "writes acknowledged after balancing",
+        BALANCE_TIMEOUT,
+        || (count.load(Ordering::Relaxed) >= before + more).then_some(()),
+    );
+}
+
 fn spawn_writer(
     mut writer: Client,
     stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<(Acked, u64, u64)> {
     std::thread::spawn(move || {
         let (mut acked, mut i, mut failures) = (BTreeMap::new(), 0u64, 0u64);
@@ -190,6 +204,7 @@ fn spawn_writer(
             match writer.put(&key(i), &value, Mode::Raw) {
                 Ok(_) => {
                     acked.insert(key(i), value);
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(_) => failures += 1,
             }
@@ -208,7 +223,12 @@ fn on_three_nodes_every_node_balances_its_cores_and_no_acknowledged_write_is_los
         attempts_max: 200,
         ..ClientOptions::default()
     };
-    let writer = spawn_writer(cluster.client_via(1, 0, options.clone()), stop.clone());
+    let count = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(
+        cluster.client_via(1, 0, options.clone()),
+        stop.clone(),
+        count.clone(),
+    );
     let mut splitter = cluster.client_via(0, 0, options);
     for split_key in SPLIT_KEYS {
         wait_for(&format!("a split at {split_key}"), BALANCE_TIMEOUT, || {
@@ -222,7 +242,7 @@ fn on_three_nodes_every_node_balances_its_cores_and_no_acknowledged_write_is_los
         .iter()
         .map(|node| wait_balanced(node, 2 + SPLIT_KEYS.len()))
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_more_writes(&count, 20);
     stop.store(true, Ordering::Relaxed);
     let (acked, attempts, failures) = writer.join().unwrap();
     let pauses: Vec<Vec<u64>> = cluster.nodes.iter().map(|n| pauses_us(&n.log())).collect();

@@ -169,17 +169,15 @@ fn wait_serving(cluster: &Cluster) {
     });
 }
 
-/// The Region's status at its leader (the replica claiming leadership at the highest term).
+/// The Region's status at its leader: the replica (`statuses[i]` is node `i + 1`'s) that names
+/// its own node as leader, at the highest term if two do.
 fn at_leader(statuses: &[BTreeMap<u64, RegionStatus>], region: u64) -> Option<&RegionStatus> {
     statuses
         .iter()
-        .filter_map(|regions| regions.get(&region))
-        .filter(|s| {
-            s.leader.is_some()
-                && s.region
-                    .as_ref()
-                    .is_some_and(|r| r.leader == s.leader && s.leader.is_some())
-        })
+        .enumerate()
+        .filter_map(|(i, regions)| Some((i as u64 + 1, regions.get(&region)?)))
+        .filter(|(node, s)| s.leader.is_some_and(|leader| leader.get() == *node))
+        .map(|(_, s)| s)
         .max_by_key(|s| s.term)
 }
 
@@ -372,7 +370,7 @@ fn wait_acked(cluster: &Cluster, acked: &AtomicU64, more: u64, what: &str) {
                 now - before
             );
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(common::POLL_INTERVAL);
     }
 }
 
@@ -382,8 +380,9 @@ fn leader_status(
     region: u64,
     accept: impl Fn(&RegionStatus) -> bool,
 ) -> Option<RegionStatus> {
+    // A node that does not answer counts as holding nothing (indexes stay node ids - 1).
     let statuses: Vec<BTreeMap<u64, RegionStatus>> = (0..cluster.nodes.len())
-        .filter_map(|i| cluster.status(i))
+        .map(|i| cluster.status(i).unwrap_or_default())
         .collect();
     at_leader(&statuses, region).filter(|s| accept(s)).cloned()
 }
