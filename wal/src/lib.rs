@@ -15,7 +15,8 @@
 //! - [`snapshot`]: durable snapshot files read through `memmap2`;
 //! - `zero_fill`: zeros over the active segment's unwritten blocks, in the background;
 //! - [`extents`]: which blocks of a file are unwritten (FIEMAP);
-//! - [`executor`]: building a glommio executor within the locked-memory limit.
+//! - [`executor`]: building a glommio executor within the locked-memory limit;
+//! - [`io_poll`]: glommio's polled ring only for devices that poll.
 //!
 //! # Tutorial
 //!
@@ -59,6 +60,7 @@ pub mod faults;
 pub mod format;
 mod group_commit;
 pub mod index;
+pub mod io_poll;
 pub mod log_batch;
 pub mod memory;
 pub mod options;

@@ -28,6 +28,7 @@ use crate::error::{Result, WalError};
 use crate::format::{self, SegmentSeq, RECORD_HEADER_LEN};
 use crate::group_commit::{self, FlushTiming, Queue, WalStats};
 use crate::index::{EntryLocation, MemIndex, RegionLog};
+use crate::io_poll;
 use crate::log_batch::LogBatch;
 use crate::options::WalOptions;
 use crate::recovery::{self, Replayed};
@@ -246,6 +247,10 @@ impl Wal {
         }
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, e))?;
+        // Before any DMA file here: writes on a device that cannot poll complete by
+        // interrupt, so the executor may sleep while they are in flight.
+        let ring = io_poll::prefer_interrupts(&dir).await?;
+        tracing::debug!(?ring, dir = %dir.display(), "WAL DMA ring");
         let mut report = RecoveryReport {
             removed_temp_files: remove_temp_files(&dir)?,
             ..RecoveryReport::default()
