@@ -54,9 +54,10 @@ pub struct NodeConfig {
     pub wal_write_through: bool,
     /// DMA memory registered with io_uring per core; counts against `ulimit -l`.
     pub io_memory_bytes: usize,
-    /// An idle core polls this long before it parks. A parked glommio executor reaps WAL
-    /// completions late (milliseconds), so a short spin keeps commit latency low under load
-    /// at the cost of some CPU; 0 disables it.
+    /// An idle core polls this long before it parks, trading CPU for the wake-up a parked
+    /// core pays when its next event (a message, a WAL completion) arrives; 0 disables it.
+    /// The default measured best at concurrency 256 on the reference machine and no worse at
+    /// concurrency 1 (docs/benchmarks.md, pass I).
     pub spin_before_park_us: u64,
     /// Client requests waiting for Raft per core, at most.
     pub pending_requests_max: usize,
