@@ -250,7 +250,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+                .add_directive(
+                    tessera_wal::io_poll::GLOMMIO_PROBE_LOG_DIRECTIVE
+                        .parse()
+                        .expect("a valid filter directive"),
+                ),
         )
         .with_writer(std::io::stderr)
         .init();

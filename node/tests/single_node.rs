@@ -303,6 +303,11 @@ fn a_relative_data_dir_serves_from_a_fresh_start_across_segment_rotations_and_a_
         assert_eq!(found.map(|v| v.value), Some(value.clone().into_bytes()));
     }
     node.stop_cleanly();
+    // Nothing went wrong, so nothing is logged as an error (the WAL's deliberate failure of
+    // glommio's polled-ring probe included, see tessera_wal::io_poll).
+    let log = node.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "errors logged: {errors:#?}");
 }
 
 /// A raw read reads the node's applied state; right after a restart that state must already

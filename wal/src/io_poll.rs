@@ -14,14 +14,19 @@
 //! glommio decides once per thread and device, by the first DMA file opened there, and takes
 //! any probe failure other than `ENOTSUP` as "this device does not poll". [`prefer_interrupts`]
 //! makes that first decision when the device does not poll: it opens a write-only DMA file,
-//! whose probe read fails with `EBADF`. (glommio logs that failure through the `log` crate at
-//! error level; Tessera installs no `log` backend, so it is not printed.)
+//! whose probe read fails with `EBADF`. glommio logs that failure through the `log` crate at
+//! error level, the only thing its reactor logs; a program that forwards `log` records should
+//! add [`GLOMMIO_PROBE_LOG_DIRECTIVE`] to its filter (the `tessera` binary does).
 
 use std::path::{Path, PathBuf};
 
 use glommio::io::OpenOptions;
 
 use crate::error::{Result, WalError};
+
+/// A `tracing` filter directive that silences the error glommio logs for the probe
+/// [`prefer_interrupts`] fails on purpose. Its target, glommio's reactor, logs nothing else.
+pub const GLOMMIO_PROBE_LOG_DIRECTIVE: &str = "glommio::reactor=off";
 
 /// The name of the scratch file [`prefer_interrupts`] creates and removes.
 pub const PROBE_FILE_NAME: &str = "io-poll-probe.tmp";
