@@ -86,6 +86,7 @@ def follower_steps(events, first, leader, region, index):
     if issue_pos is None:
         return None
     done_pos, t_done = first_after(events, issue_pos, is_("wal_done"))
+    flushed = wal_flushed(events, issue_pos, done_pos)
     resp_pos, t_resp = first_after(
         events, issue_pos, is_("raft_out", region=region, index=index, kind="AppResp")
     )
@@ -99,7 +100,20 @@ def follower_steps(events, first, leader, region, index):
         "wal_done": t_done,
         "resp_out": t_resp,
         "resp_wire": t_wire,
+        "wal_flushed": flushed,
     }
+
+
+def wal_flushed(events, issue_pos, done_pos):
+    """The WAL's own `wal_flushed` fields between a `wal_issue` and its `wal_done` (queue
+    wait and write, microseconds), or None (a log from before that trace point)."""
+    if done_pos is None:
+        return None
+    pos, _ = first_after(events, issue_pos, is_("wal_flushed"))
+    if pos is None or pos > done_pos:
+        return None
+    fields = events[pos][2]
+    return int(fields["queued_us"]), int(fields["write_us"])
 
 
 def percentiles(values):
@@ -131,7 +145,8 @@ def main():
             issue_pos, t_issue = first_after(events, pos, is_("wal_issue", region=region, index=index))
             if issue_pos is None:
                 continue
-            _, t_done = first_after(events, issue_pos, is_("wal_done"))
+            done_pos, t_done = first_after(events, issue_pos, is_("wal_done"))
+            flushed = wal_flushed(events, issue_pos, done_pos)
             _, t_wire = first_after(events, issue_pos, is_("frame_out"))
             applied_pos, t_applied = first_after(
                 events, pos, is_("applied", region=region, index=index)
@@ -162,12 +177,16 @@ def main():
             add("leader: client_in -> proposed", t_prop - t_client)
             add("leader: proposed -> wal_issue", t_issue - t_prop)
             add("leader: WAL write+fdatasync", t_done - t_issue if t_done else None)
+            add("leader:   of which queued for the flusher", flushed[0] if flushed else None)
+            add("leader:   of which write submitted -> done", flushed[1] if flushed else None)
             add("leader: wal_issue -> append on the wire", t_wire - t_issue if t_wire else None)
             add("leader wal_issue -> follower frame_in", f["frame_in"] - t_issue if f["frame_in"] else None)
             add("net: leader wire -> follower frame_in", f["frame_in"] - t_wire if f["frame_in"] and t_wire else None)
             add("follower: frame_in -> raft_in (core loop)", f["raft_in"] - f["frame_in"] if f["frame_in"] else None)
             add("follower: raft_in -> wal_issue", f["wal_issue"] - f["raft_in"])
             add("follower: WAL write+fdatasync", f["wal_done"] - f["wal_issue"])
+            add("follower:   of which queued for the flusher", f["wal_flushed"][0] if f["wal_flushed"] else None)
+            add("follower:   of which write submitted -> done", f["wal_flushed"][1] if f["wal_flushed"] else None)
             add("follower: wal_done -> ack on the wire", f["resp_wire"] - f["wal_done"] if f["resp_wire"] else None)
             add("net: ack wire -> leader frame_in", t_ack - f["resp_wire"] if t_ack and f["resp_wire"] else None)
             add("leader: first ack frame_in -> applied", t_applied - t_ack if t_ack else None)

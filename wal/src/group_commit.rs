@@ -258,6 +258,17 @@ pub(crate) async fn run_flusher(shared: Rc<Shared>, mut segment: ActiveSegment) 
             Ok(flushed) => {
                 let mut queue = shared.queue.borrow_mut();
                 queue.mark_durable(last_ticket, bodies.len());
+                // The node's `wal_issue` → `wal_done` step split in two (the trace points of
+                // node/src/latency.rs, same target): how long the oldest append waited for the
+                // flusher to take it (on a leader: the peer sends of the same loop turn, which
+                // run first), and the write (and fdatasync) from submission to completion.
+                tracing::debug!(
+                    target: "tessera::latency",
+                    appends = bodies.len(),
+                    queued_us = queued.as_micros() as u64,
+                    write_us = (flushed.write.write + flushed.write.sync).as_micros() as u64,
+                    "wal_flushed"
+                );
                 let timing = FlushTiming {
                     appends: bodies.len(),
                     queued,
