@@ -90,6 +90,10 @@ fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
         totals.rounds_pipelined > 0,
         "no round was taken before the last one was synced"
     );
+    assert!(
+        totals.snapshot_files_background > 0 && totals.rounds_during_snapshot_write > 0,
+        "no round was taken while a snapshot file was being written"
+    );
     assert!(totals.operations_checked >= 100 * seeds && totals.unknown > 0);
 }
 
@@ -166,6 +170,8 @@ struct Totals {
     rotations: u64,
     snapshots_taken: u64,
     snapshots_installed: u64,
+    snapshot_files_background: u64,
+    rounds_during_snapshot_write: u64,
     messages_sent: u64,
     messages_dropped: u64,
     operations_checked: u64,
@@ -194,6 +200,8 @@ impl Totals {
         self.rotations += c.rotations;
         self.snapshots_taken += c.snapshots_taken;
         self.snapshots_installed += c.snapshots_installed;
+        self.snapshot_files_background += c.snapshot_files_background;
+        self.rounds_during_snapshot_write += c.rounds_during_snapshot_write;
         self.messages_sent += run.messages_sent;
         self.messages_dropped += run.messages_dropped;
         self.operations_checked += run.operations_checked;

@@ -11,7 +11,8 @@
 //!    `ready.groups()` (entries, hard states, snapshots) to the WAL in ONE write + fdatasync;
 //! 3. `store.on_persisted(ready)`: the Store mirrors what is durable into each Region's Raft
 //!    storage, applies committed commands, and returns the messages that had to wait for
-//!    durability plus the snapshots it took (write them to files, then compact the WAL);
+//!    durability plus the snapshots it took (write them to files, then compact the WAL;
+//!    the periodic ones may be written off the core's thread, `server::snapshot_queue`);
 //! 4. answer `store.take_replies()`.
 //!
 //! Splits (see `split.rs`): the leader proposes a `SplitCommand`; every replica applies it in
@@ -112,7 +113,12 @@ pub struct SnapshotTaken {
 pub struct Persisted {
     /// Messages that waited for durability, per destination node.
     pub messages: Batches,
+    /// Snapshots whose files must be durable before the next WAL batch: Regions a split
+    /// created (the batch may hold their entries), snapshots seeding a learner.
     pub snapshots: Vec<SnapshotTaken>,
+    /// Snapshots taken every `snapshot_interval_entries`: their files may be written in the
+    /// background (see `server::snapshot_queue`); only their compaction marks must wait.
+    pub periodic_snapshots: Vec<SnapshotTaken>,
 }
 
 /// The work of one round; see the module docs.
@@ -746,6 +752,7 @@ impl Store {
         let mut persisted = Persisted {
             messages: persisted_messages,
             snapshots: Vec::new(),
+            periodic_snapshots: Vec::new(),
         };
         for (region, ready) in groups {
             if self.replaced.contains(&region) || !self.peers.contains_key(&region) {
@@ -767,7 +774,7 @@ impl Store {
             // snapshot could make the split's log entry go away.
             persisted.snapshots.append(&mut self.created);
             if let Some(taken) = self.maybe_snapshot(region, false) {
-                persisted.snapshots.push(taken);
+                persisted.periodic_snapshots.push(taken);
             }
         }
         self.replaced.clear();

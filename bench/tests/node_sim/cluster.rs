@@ -5,9 +5,16 @@
 //!    requests) and tick on each node's own clock;
 //! 2. while the Store has work: send `messages_now`, write received snapshots' files, write
 //!    the round's batch (`round_batch`, shared with the driver) as ONE WAL record and sync
-//!    it, `on_persisted`, send what waited for durability, write taken snapshots' files
-//!    (their compaction marks go in the next batch);
+//!    it, `on_persisted`, send what waited for durability, write the files of the snapshots
+//!    that must precede the next batch (a split's new Region, a learner's seed) and queue
+//!    the periodic ones (`SnapshotQueue`, shared with the driver);
 //! 3. answer clients.
+//!
+//! The periodic snapshot files are written "in the background" as in the driver: one at a
+//! time per core, the write finishing in a later step (a coin toss per step) while rounds go
+//! on; only then does the file reach the disk and its compaction mark the next batch. A
+//! crash before that loses the file being written (the old one stays), a crash after it
+//! the mark if no batch carried it yet. A destroyed Region waits for the write in progress.
 //!
 //! A crash (at any time, or during a WAL write) drops the Store and every request it held;
 //! the disk keeps what `SimDisk::crash` says. A failed fsync stops the node at once: nothing
@@ -32,7 +39,8 @@ use tessera_node::request::{KvOp, KvRequest, KvResult, Mode};
 use tessera_node::server::bootstrap::{initial_layout, recover_store, recovery_batch};
 use tessera_node::server::core::ROUNDS_IN_FLIGHT_MAX;
 use tessera_node::server::round::{round_batch, Carried};
-use tessera_node::store::{Store, StoreConfig, StoreReady, Token};
+use tessera_node::server::snapshot_queue::SnapshotQueue;
+use tessera_node::store::{SnapshotTaken, Store, StoreConfig, StoreReady, Token};
 use tessera_wal::{MemLog, SegmentSeq};
 
 use super::digest;
@@ -69,6 +77,10 @@ pub struct ClusterStats {
     pub rotations: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Periodic snapshot files written in the background, and rounds taken while one was
+    /// being written.
+    pub snapshot_files_background: u64,
+    pub rounds_during_snapshot_write: u64,
     pub replies_withheld: u64,
     pub moves_started: u64,
     pub moves_done: u64,
@@ -82,6 +94,10 @@ struct SimCore {
     crashed: Option<Vec<(SegmentSeq, Vec<u8>)>>,
     /// Compaction marks and commit-only hard states for the next batch (lost in a crash).
     carried: Carried,
+    /// Periodic snapshots waiting for their files, and the one being written (lost in a
+    /// crash: its file never reached the disk).
+    snapshots: SnapshotQueue,
+    snapshot_writing: Option<SnapshotTaken>,
     /// Rounds taken whose batches are written but not synced yet, oldest first: they stay
     /// in flight across steps (a slow disk), while events keep arriving (lost in a crash).
     in_flight: Vec<StoreReady>,
@@ -148,6 +164,8 @@ impl Cluster {
                     disk: SimDisk::new(),
                     crashed: None,
                     carried: Carried::default(),
+                    snapshots: SnapshotQueue::default(),
+                    snapshot_writing: None,
                     in_flight: Vec::new(),
                     unsynced: false,
                     waiting: BTreeMap::new(),
@@ -243,6 +261,8 @@ impl Cluster {
             }
             core.waiting.clear();
             core.carried = Carried::default();
+            core.snapshots = SnapshotQueue::default();
+            core.snapshot_writing = None;
             core.in_flight.clear();
             core.unsynced = false;
             let (segments, fate) = core.disk.crash(&mut self.rng);
@@ -350,6 +370,9 @@ impl Cluster {
     /// rounds stay in flight while messages and requests are stepped into the Store and
     /// further rounds are taken. Synced rounds complete in order.
     fn run_rounds(&mut self, id: NodeId, index: usize) -> Result<(), Stop> {
+        if self.rng.range(0, 2) == 0 {
+            self.finish_snapshot_write(id, index);
+        }
         for _ in 0..ROUNDS_PER_STEP_MAX {
             self.free_destroyed(id, index);
             let took = self.take_round(id, index)?;
@@ -375,11 +398,31 @@ impl Cluster {
     fn free_destroyed(&mut self, id: NodeId, index: usize) {
         let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
         let store = core.store.as_mut().expect("up");
-        for tombstone in store.take_destroyed() {
+        let destroyed = store.take_destroyed();
+        if destroyed.is_empty() {
+            return;
+        }
+        // The driver waits for the snapshot file being written first.
+        self.finish_snapshot_write(id, index);
+        let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+        for tombstone in destroyed {
             self.stats.replicas_destroyed += 1;
             core.disk.destroyed(tombstone);
+            core.snapshots.forget(tombstone.region);
             core.carried.removed(tombstone.region);
         }
+    }
+
+    /// The periodic snapshot file being written (if any) is durable: it reaches the disk and
+    /// its compaction mark the next batch; the next queued one starts.
+    fn finish_snapshot_write(&mut self, id: NodeId, index: usize) {
+        let core = &mut self.nodes.get_mut(&id).expect("known").cores[index];
+        if let Some(taken) = core.snapshot_writing.take() {
+            core.disk.write_snapshot(&taken);
+            core.snapshots.written(&mut core.carried);
+            self.stats.snapshot_files_background += 1;
+        }
+        core.snapshot_writing = core.snapshots.start();
     }
 
     /// Takes one round if the pipeline has room and the Store has work: writes its batch
@@ -393,10 +436,12 @@ impl Cluster {
             return Ok(false);
         };
         self.stats.rounds_pipelined += u64::from(!core.in_flight.is_empty());
+        self.stats.rounds_during_snapshot_write += u64::from(core.snapshot_writing.is_some());
         let now = ready.messages_now();
         let round = round_batch(&ready, &mut core.carried);
         for received in &round.received_snapshots {
             core.disk.write_snapshot(received);
+            core.snapshots.forget(received.region);
         }
         let mut crashed = false;
         if !round.batch.is_empty() {
@@ -431,8 +476,15 @@ impl Cluster {
             let persisted = store.on_persisted(ready);
             for taken in &persisted.snapshots {
                 core.disk.write_snapshot(taken);
+                core.snapshots.forget(taken.region);
                 core.carried
                     .compacted(taken.region, taken.index, taken.term);
+            }
+            for taken in persisted.periodic_snapshots {
+                core.snapshots.push(taken);
+            }
+            if core.snapshot_writing.is_none() {
+                core.snapshot_writing = core.snapshots.start();
             }
             self.send_raft(id, persisted.messages);
         }

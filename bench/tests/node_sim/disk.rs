@@ -9,8 +9,9 @@
 //! 2. A crash keeps what was synced, and of the unsynced tail either nothing, a random
 //!    prefix (a torn write) or all of it (the write reached the platter before the crash).
 //! 3. Snapshot files are written durably and atomically (temporary file and rename), so a
-//!    crash leaves either the old file or the new one; the newest written wins, as in
-//!    `snapshot_files::write`, which deletes the Region's other files.
+//!    crash leaves either the old file or the new one; the newest (highest index) wins, as
+//!    in `snapshot_files::write`, which deletes the Region's older files (a periodic
+//!    snapshot written in the background may land after a newer one received meanwhile).
 
 use std::collections::BTreeMap;
 
@@ -86,6 +87,13 @@ impl SimDisk {
 
     /// A snapshot file, written durably (see the module docs).
     pub fn write_snapshot(&mut self, taken: &SnapshotTaken) {
+        if self
+            .snapshots
+            .get(&taken.region)
+            .is_some_and(|(index, _, _)| *index > taken.index)
+        {
+            return;
+        }
         let bytes = snapshot_files::encode(&taken.conf_state, &taken.data);
         self.snapshots
             .insert(taken.region, (taken.index, taken.term, bytes));

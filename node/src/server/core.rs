@@ -10,7 +10,10 @@
 //!    clients, and sends what waited for durability (rounds complete in order). A round that
 //!    only moved commit indexes writes nothing (see `round.rs`): with nothing in flight it
 //!    applies and answers at once, then sends its commit notices;
-//! 4. answers the clients whose requests needed no round (errors, raw reads).
+//! 4. answers the clients whose requests needed no round (errors, raw reads);
+//! 5. writes the periodic snapshots' files on glommio's blocking pool, one at a time, and
+//!    carries a file's compaction mark into the next WAL batch once the file is durable
+//!    (`snapshot_queue`): the core goes on serving while a file is written and fsynced.
 //!
 //! Steps 1 and 2 go on while appends are in flight (pipelining, see `CoreLoop::run`), so
 //! requests, acknowledgements and ticks are not held up by a slow fdatasync.
@@ -22,7 +25,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use tessera_core::{Message, NodeId, RegionId};
@@ -45,6 +49,7 @@ use super::cross_core::{CrossCore, Links};
 use super::pd_host::{PdAnswer, PdHost};
 use super::round::{round_batch, Carried};
 use super::snapshot_files;
+use super::snapshot_queue::SnapshotQueue;
 
 mod handoff;
 pub use handoff::HandOffs;
@@ -67,10 +72,23 @@ struct InFlight {
     append: Option<glommio::task::JoinHandle<tessera_wal::Result<()>>>,
 }
 
+/// How a periodic snapshot's file write ended: how long it took and its size, or why it
+/// failed.
+type SnapshotOutcome = Result<(Duration, usize), String>;
+
+/// A periodic snapshot's file being written on glommio's blocking pool (see
+/// `snapshot_queue`).
+struct SnapshotWrite {
+    task: glommio::task::JoinHandle<SnapshotOutcome>,
+    /// The same outcome, for when the core must wait for it on its own thread.
+    done: Arc<(Mutex<Option<SnapshotOutcome>>, Condvar)>,
+}
+
 /// What woke the core loop.
 enum Wake {
     Event(Option<Event>),
     Appended(Option<tessera_wal::Result<()>>),
+    SnapshotWritten(Option<SnapshotOutcome>),
 }
 
 /// What the core loop reacts to.
@@ -141,6 +159,9 @@ pub struct CoreLoop {
     peer_dial_addrs: Vec<PeerDialAddr>,
     /// Compaction marks and commit-only hard states waiting for the next WAL batch.
     carried: Carried,
+    /// Periodic snapshots waiting for their files, written off this thread one at a time.
+    snapshots: SnapshotQueue,
+    snapshot_write: Option<SnapshotWrite>,
     /// The nodes the peer listener accepts; grows when a store joins the cluster.
     members: Option<Members>,
     /// The placement driver, on core 0 of the node that hosts it.
@@ -211,6 +232,8 @@ impl CoreLoop {
             links: parts.links,
             peer_dial_addrs: parts.peer_dial_addrs,
             carried: Carried::default(),
+            snapshots: SnapshotQueue::default(),
+            snapshot_write: None,
             members: parts.members,
             pd: parts.pd,
             inbox: parts.inbox,
@@ -299,6 +322,11 @@ impl CoreLoop {
                 }
                 Wake::Event(None) => break,
                 Wake::Appended(result) => self.on_appended(result)?,
+                Wake::SnapshotWritten(outcome) => {
+                    self.snapshot_write = None;
+                    self.on_snapshot_written(outcome)?;
+                    self.start_snapshot_write();
+                }
             }
             if let Some(message) = self.hand_offs.failed.take() {
                 return Err(CoreError::Snapshot {
@@ -318,6 +346,9 @@ impl CoreLoop {
             };
             self.on_appended(result)?;
         }
+        // A snapshot file being written gets its mark; queued ones are left (the WAL holds
+        // what they cover).
+        self.wait_for_snapshot_write()?;
         // Commit indexes of the last rounds were not written yet: a clean restart finds them.
         let carried = self.carried.take_batch();
         self.append_durably(carried).await?;
@@ -325,21 +356,28 @@ impl CoreLoop {
         Ok(wal.unwrap_or_else(|_| panic!("core {}: an append task outlived its round", self.core)))
     }
 
-    /// Waits for the next event, or for the oldest round's WAL batch to be durable.
+    /// Waits for the next event, for the oldest round's WAL batch to be durable, or for the
+    /// snapshot file being written.
     async fn next_wake(&mut self, events: &LocalReceiver<Event>) -> Wake {
         let append = self
             .in_flight
             .front_mut()
             .and_then(|round| round.append.as_mut());
-        match append {
-            Some(append) => {
-                futures_lite::future::or(async { Wake::Appended(append.await) }, async {
-                    Wake::Event(events.recv().await)
-                })
-                .await
+        let snapshot = self.snapshot_write.as_mut().map(|write| &mut write.task);
+        let appended = async move {
+            match append {
+                Some(append) => Wake::Appended(append.await),
+                None => futures_lite::future::pending().await,
             }
-            None => Wake::Event(events.recv().await),
-        }
+        };
+        let written = async move {
+            match snapshot {
+                Some(task) => Wake::SnapshotWritten(task.await),
+                None => futures_lite::future::pending().await,
+            }
+        };
+        let event = async { Wake::Event(events.recv().await) };
+        futures_lite::future::or(appended, futures_lite::future::or(written, event)).await
     }
 
     fn on_event(&mut self, event: Event) {
@@ -556,6 +594,8 @@ impl CoreLoop {
         if destroyed.is_empty() {
             return Ok(());
         }
+        // No file or mark of a destroyed Region may land after its removal (rare: wait).
+        self.wait_for_snapshot_write()?;
         let core = self.core;
         let snapshot_error = |message| CoreError::Snapshot { core, message };
         snapshot_files::write_tombstones(&self.snapshot_dir, self.store.tombstones())
@@ -563,6 +603,7 @@ impl CoreLoop {
         for tombstone in destroyed {
             snapshot_files::remove_region(&self.snapshot_dir, tombstone.region)
                 .map_err(snapshot_error)?;
+            self.snapshots.forget(tombstone.region);
             self.carried.removed(tombstone.region);
             self.forget_destroyed(tombstone.region)
                 .map_err(snapshot_error)?;
@@ -716,6 +757,10 @@ impl CoreLoop {
         for taken in &persisted.snapshots {
             self.write_snapshot(taken)?;
         }
+        for taken in persisted.periodic_snapshots {
+            self.snapshots.push(taken);
+        }
+        self.start_snapshot_write();
         let changed = self.store.take_changed_regions();
         self.on_regions_changed(changed);
         self.on_leaders_changed(leaders);
@@ -738,21 +783,100 @@ impl CoreLoop {
         let round = round_batch(ready, &mut self.carried);
         for taken in &round.received_snapshots {
             self.write_snapshot_file(taken)?;
+            self.snapshots.forget(taken.region);
         }
         Ok(round.batch)
     }
 
-    /// A snapshot this core took: written durably, then its compaction mark goes in the
-    /// next WAL batch (never before the file is durable).
+    /// A snapshot this core took that must be durable before the next WAL batch (a split's
+    /// new Region, a learner's seed): written on this thread, then its compaction mark goes
+    /// in the next WAL batch (never before the file is durable).
     fn write_snapshot(&mut self, taken: &SnapshotTaken) -> Result<(), CoreError> {
         self.write_snapshot_file(taken)?;
+        self.snapshots.forget(taken.region);
         self.carried
             .compacted(taken.region, taken.index, taken.term);
         Ok(())
     }
 
+    /// Starts writing the next queued periodic snapshot on glommio's blocking pool, if none
+    /// is being written; its mark is carried when the file is durable
+    /// (`on_snapshot_written`).
+    fn start_snapshot_write(&mut self) {
+        if self.snapshot_write.is_some() {
+            return;
+        }
+        let Some(taken) = self.snapshots.start() else {
+            return;
+        };
+        let dir = self.snapshot_dir.clone();
+        let done = Arc::new((Mutex::new(None), Condvar::new()));
+        let signal = done.clone();
+        let write = glommio::executor().spawn_blocking(move || {
+            let started = Instant::now();
+            let SnapshotTaken {
+                region,
+                index,
+                term,
+                conf_state,
+                data,
+            } = taken;
+            let outcome = snapshot_files::write(&dir, region, index, term, &conf_state, &data)
+                .map(|()| (started.elapsed(), data.len()));
+            let (slot, finished) = &*signal;
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome.clone());
+            finished.notify_all();
+            outcome
+        });
+        let task = glommio::spawn_local(write).detach();
+        self.snapshot_write = Some(SnapshotWrite { task, done });
+    }
+
+    /// Blocks this thread until the snapshot file being written (if any) is durable, then
+    /// carries its mark. For the rare moments that must not overlap a write (a Region's
+    /// files deleted, shutdown).
+    fn wait_for_snapshot_write(&mut self) -> Result<(), CoreError> {
+        let Some(write) = self.snapshot_write.take() else {
+            return Ok(());
+        };
+        let (slot, finished) = &*write.done;
+        let mut outcome = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        while outcome.is_none() {
+            outcome = finished
+                .wait(outcome)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let outcome = outcome.take();
+        self.on_snapshot_written(outcome)
+    }
+
+    /// The periodic snapshot file being written is durable (or its write failed, which
+    /// stops the node): its compaction mark goes in the next WAL batch.
+    fn on_snapshot_written(&mut self, outcome: Option<SnapshotOutcome>) -> Result<(), CoreError> {
+        let snapshot_error = |message| CoreError::Snapshot {
+            core: self.core,
+            message,
+        };
+        let (elapsed, bytes) = match outcome {
+            Some(Ok(done)) => done,
+            Some(Err(message)) => return Err(snapshot_error(message)),
+            None => return Err(snapshot_error("the snapshot write was cancelled".into())),
+        };
+        let mark = self.snapshots.written(&mut self.carried);
+        tracing::debug!(
+            target: latency::TARGET,
+            region = mark.region.0,
+            index = mark.index.0,
+            bytes,
+            elapsed_us = elapsed.as_micros() as u64,
+            background = true,
+            "snapshot_written"
+        );
+        Ok(())
+    }
+
     fn write_snapshot_file(&self, taken: &SnapshotTaken) -> Result<(), CoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let SnapshotTaken {
             region,
             index,

@@ -20,6 +20,7 @@ pub mod pd;
 pub mod pd_host;
 pub mod round;
 pub mod snapshot_files;
+pub mod snapshot_queue;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -64,7 +64,9 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
-/// Writes a snapshot durably, then removes the Region's older snapshot files.
+/// Writes a snapshot durably, then removes the Region's older snapshot files (lower index;
+/// a newer file, e.g. a leader's snapshot installed while this one was written in the
+/// background, stays and wins at recovery).
 ///
 /// # Errors
 /// A message naming the failed step.
@@ -83,17 +85,28 @@ pub fn write(
     };
     let path = write_snapshot(dir, &id, &encode(conf, data)).map_err(|e| e.to_string())?;
     // The new file is durable: older ones of this Region are no longer needed.
-    let prefix = format!("{:020}-", region.0);
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(&prefix) && name.ends_with(".snap") && entry.path() != path {
+            let older = older_file_of(&entry.file_name().to_string_lossy(), region, index);
+            if older && entry.path() != path {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
     }
     Ok(())
+}
+
+/// True if `name` is a snapshot file of `region` at an index below `index`
+/// (`<region:020>-<index:020>-<term:020>.snap`, see `tessera_wal::snapshot`).
+fn older_file_of(name: &str, region: RegionId, index: LogIndex) -> bool {
+    let Some(stem) = name.strip_suffix(".snap") else {
+        return false;
+    };
+    let mut fields = stem.split('-').map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(r)), Some(Ok(i))) => r == region.0 && i < index.0,
+        _ => false,
+    }
 }
 
 /// The file, in a core's snapshot directory, that lists the tombstones of the replicas
@@ -271,6 +284,53 @@ mod tests {
         let files = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(files, 2, "one file per Region remains");
         assert!(super::newest(dir.path(), RegionId(6)).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_older_snapshot_written_last_leaves_the_newer_file_in_place() {
+        // A periodic snapshot written in the background finishes after a newer snapshot of
+        // its Region (received from the leader) was written: the newer file stays.
+        let dir = tempfile::tempdir().unwrap();
+        let conf = ConfState::with_voters([NodeId(1)]);
+        write(
+            dir.path(),
+            RegionId(4),
+            LogIndex(500),
+            Term(3),
+            &conf,
+            b"new",
+        )
+        .unwrap();
+        write(
+            dir.path(),
+            RegionId(4),
+            LogIndex(100),
+            Term(2),
+            &conf,
+            b"old",
+        )
+        .unwrap();
+        let newest = newest(dir.path(), RegionId(4)).unwrap().unwrap();
+        assert_eq!(
+            (newest.index, newest.data.as_slice()),
+            (LogIndex(500), &b"new"[..])
+        );
+        // The next newer write removes both older files.
+        write(
+            dir.path(),
+            RegionId(4),
+            LogIndex(600),
+            Term(3),
+            &conf,
+            b"newer",
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(!older_file_of(
+            "00000000000000000004-00000000000000000100-00000000000000000002.snap.tmp",
+            RegionId(4),
+            LogIndex(600)
+        ));
     }
 
     #[test]

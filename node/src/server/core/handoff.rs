@@ -363,8 +363,14 @@ impl CoreLoop {
                 Outgoing::Sent { .. } => None,
             })
             .filter(|(region, _)| self.store.is_idle(*region) && !self.in_flight_touches(*region))
+            // A snapshot file of the Region being written in the background must land (and
+            // its mark be carried) before the Region leaves: the next call takes it.
+            .filter(|(region, _)| self.snapshots.writing().map(|m| m.region) != Some(*region))
             .collect();
         for (region, to) in ready {
+            // The hand-off carries a snapshot at the applied index; a queued periodic one of
+            // this core is not written (its entries stay in this core's WAL until then).
+            self.snapshots.forget(region);
             let Some(state) = self.store.take_for_hand_off(region) else {
                 continue;
             };
