@@ -814,15 +814,8 @@ impl CoreLoop {
         let signal = done.clone();
         let write = glommio::executor().spawn_blocking(move || {
             let started = Instant::now();
-            let SnapshotTaken {
-                region,
-                index,
-                term,
-                conf_state,
-                data,
-            } = taken;
-            let outcome = snapshot_files::write(&dir, region, index, term, &conf_state, &data)
-                .map(|()| (started.elapsed(), data.len()));
+            let outcome = snapshot_files::write_taken(&dir, &taken)
+                .map(|()| (started.elapsed(), taken.data.len()));
             let (slot, finished) = &*signal;
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome.clone());
             finished.notify_all();
@@ -877,23 +870,17 @@ impl CoreLoop {
 
     fn write_snapshot_file(&self, taken: &SnapshotTaken) -> Result<(), CoreError> {
         let started = Instant::now();
-        let SnapshotTaken {
-            region,
-            index,
-            term,
-            conf_state,
-            data,
-        } = taken;
-        snapshot_files::write(&self.snapshot_dir, *region, *index, *term, conf_state, data)
-            .map_err(|message| CoreError::Snapshot {
+        snapshot_files::write_taken(&self.snapshot_dir, taken).map_err(|message| {
+            CoreError::Snapshot {
                 core: self.core,
                 message,
-            })?;
+            }
+        })?;
         tracing::debug!(
             target: latency::TARGET,
-            region = region.0,
-            index = index.0,
-            bytes = data.len(),
+            region = taken.region.0,
+            index = taken.index.0,
+            bytes = taken.data.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
             "snapshot_written"
         );

@@ -109,6 +109,21 @@ fn older_file_of(name: &str, region: RegionId, index: LogIndex) -> bool {
     }
 }
 
+/// Writes a snapshot the Store took (or received) durably; see [`write`].
+///
+/// # Errors
+/// A message naming the failed step.
+pub fn write_taken(dir: &Path, taken: &crate::store::SnapshotTaken) -> Result<(), String> {
+    write(
+        dir,
+        taken.region,
+        taken.index,
+        taken.term,
+        &taken.conf_state,
+        &taken.data,
+    )
+}
+
 /// The file, in a core's snapshot directory, that lists the tombstones of the replicas
 /// destroyed on that core (`region conf_version` per line).
 pub const TOMBSTONES_FILE: &str = "tombstones";
