@@ -72,6 +72,8 @@ struct RunResult {
     history: History,
     report: Report,
     lost: usize,
+    /// Where the nodes' logs were kept (a failed run's only).
+    kept_logs: Option<std::path::PathBuf>,
 }
 
 impl RunResult {
@@ -240,13 +242,43 @@ fn run(config: &RunConfig) -> RunResult {
             finals.get(op.command.key())
         );
     }
+    let kept_logs = (report.verdict.is_violation() || !lost.is_empty())
+        .then(|| keep_logs(&cluster, seed))
+        .flatten();
     RunResult {
         seed,
         faults,
         history,
         report,
         lost: lost.len(),
+        kept_logs,
     }
+}
+
+/// Copies the nodes' logs of a failed run out of their temporary directories (which go with
+/// the cluster) into the target directory, and says where.
+fn keep_logs(cluster: &Cluster, seed: u64) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("chaos-failures")
+        .join(format!("seed-{seed}"));
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        eprintln!(
+            "chaos: cannot keep the node logs in {}: {error}",
+            dir.display()
+        );
+        return None;
+    }
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let path = dir.join(format!("node-{}.log", i + 1));
+        if let Err(error) = std::fs::write(&path, node.log()) {
+            eprintln!("chaos: cannot write {}: {error}", path.display());
+        }
+    }
+    eprintln!(
+        "chaos: the nodes' logs of this run are in {}",
+        dir.display()
+    );
+    Some(dir)
 }
 
 /// True when every node names the same leader, one of them, for each Region.
@@ -393,6 +425,19 @@ fn chaos_checker_catches_stale_reads_of_the_unsafe_follower_read_mode() {
             "the minimal failing sub-history should contain the stale read"
         );
         assert!(violation.operations.len() <= 6, "not shrunk: {violation}");
+        // A failed run keeps its nodes' logs for the post-mortem.
+        let kept = result
+            .kept_logs
+            .as_ref()
+            .expect("a failed run keeps its logs");
+        for node in 1..=3 {
+            let log = std::fs::read_to_string(kept.join(format!("node-{node}.log")))
+                .unwrap_or_else(|e| panic!("node {node}'s kept log: {e}"));
+            assert!(
+                log.contains("serving"),
+                "node {node}'s kept log is not its log"
+            );
+        }
         return;
     }
     panic!("the checker found no violation in the broken mode in {BROKEN_MODE_ATTEMPTS} runs (seeds {seeds:?})");
