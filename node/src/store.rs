@@ -696,6 +696,26 @@ impl Store {
         let term = self.raft.group(region).expect("exists").term();
         tracing::debug!(target: crate::latency::TARGET, region = region.0, index = index.0, token, "proposed");
         let peer = self.peers.get_mut(&region).expect("checked");
+        // The new entry went right after this leader's last entry. A proposal still waiting at
+        // or above its index is from an earlier term of this replica, and its entry was replaced
+        // (the log now ends below it); it can never commit, since a leader's log holds every
+        // committed entry. Answer it now: left in place it would sit ahead of this proposal in
+        // `proposals`, whose index order the apply loop relies on, and this write, once
+        // applied, would be answered "dropped" and sent again by the client (a duplicate).
+        while let Some(stale) = peer.proposals.back().copied() {
+            if stale.index < index {
+                break;
+            }
+            debug_assert!(stale.term < term, "two proposals at one index in one term");
+            peer.proposals.pop_back();
+            self.pending_requests -= 1;
+            self.replies.push((
+                stale.token,
+                Err(KvError::Dropped(
+                    "leadership changed before the write committed".into(),
+                )),
+            ));
+        }
         peer.proposals.push_back(Proposal { index, term, token });
         self.pending_requests += 1;
         Ok(())

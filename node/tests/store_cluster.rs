@@ -1145,3 +1145,90 @@ fn a_region_moved_back_onto_a_store_with_its_tombstone_is_seeded_by_a_newer_snap
     let remaining: Vec<u64> = [1, 2, 3].into_iter().collect();
     assert_replicas_hold(&cluster, &remaining, 30);
 }
+
+/// A leader that lost leadership with writes still uncommitted, whose entries the next leader
+/// replaced, and that then led again with a shorter log: its new writes land at indexes below
+/// its old proposals. Each write must get its own answer: the old ones "dropped" (their entries
+/// are gone), the new ones their outcome once applied — never "dropped" for a write that took
+/// effect (the client would send it again: a duplicate, seen once by the chaos suite as one
+/// put at two versions).
+#[test]
+fn a_leader_again_with_a_shorter_log_answers_each_new_write_with_its_own_outcome() {
+    let mut cluster = Cluster::new(100_000);
+    let a = NodeId(1);
+    cluster.stores.get_mut(&a).unwrap().campaign_all();
+    cluster.run_rounds(50);
+    assert_eq!(cluster.leader(RegionId(1)), Some(a));
+    assert!(cluster.put(RegionId(1), "before", "0").is_ok());
+    let put = |key: &str| KvRequest {
+        namespace: "test".into(),
+        mode: Mode::Raw,
+        region: RegionId(1),
+        epoch: RegionEpoch::default(),
+        op: KvOp::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+        },
+    };
+    // Cut off from its followers, A appends ten writes nobody else sees.
+    cluster.down = vec![NodeId(2), NodeId(3)];
+    let stale: Vec<Token> = (0..10)
+        .map(|i| cluster.send(a, put(&format!("a-stale-{i}"))))
+        .collect();
+    cluster.run_rounds(5);
+    // A goes down; the others elect a leader that commits one write (its log ends below A's).
+    cluster.down = vec![a];
+    for _ in 0..200 {
+        if cluster.leader(RegionId(1)).is_some() {
+            break;
+        }
+        cluster.tick(1);
+    }
+    assert!(cluster.leader(RegionId(1)).is_some_and(|b| b != a));
+    assert!(cluster.put(RegionId(1), "between", "1").is_ok());
+    // A is back and catches up (its ten entries replaced), then leads again with the other
+    // leader down.
+    cluster.down.clear();
+    cluster.tick(3);
+    let other = cluster.leader(RegionId(1)).unwrap();
+    cluster.down = vec![other];
+    for _ in 0..200 {
+        cluster.stores.get_mut(&a).unwrap().campaign_all();
+        cluster.run_rounds(50);
+        if cluster.leader(RegionId(1)) == Some(a) {
+            break;
+        }
+        cluster.tick(1);
+    }
+    assert_eq!(cluster.leader(RegionId(1)), Some(a), "A leads again");
+    // New writes at A, in flight together as from concurrent clients: each is answered with
+    // its own outcome.
+    let new: Vec<(String, Token)> = (0..12)
+        .map(|i| {
+            let key = format!("a-new-{i}");
+            let token = cluster.send(a, put(&key));
+            (key, token)
+        })
+        .collect();
+    for (key, token) in new {
+        let reply = cluster.wait(token);
+        assert!(
+            matches!(reply, Ok(KvReply::Written { .. })),
+            "{key}: {reply:?} for a write that was applied"
+        );
+    }
+    for token in stale {
+        match cluster.replies.remove(&token) {
+            Some(Err(KvError::Dropped(_))) => {}
+            other => panic!("a replaced write: expected dropped, got {other:?}"),
+        }
+    }
+    for i in 0..10 {
+        let key = format!("a-stale-{i}");
+        assert_eq!(
+            cluster.strong_get(RegionId(1), &key),
+            None,
+            "{key} was dropped"
+        );
+    }
+}
