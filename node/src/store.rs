@@ -709,12 +709,7 @@ impl Store {
             debug_assert!(stale.term < term, "two proposals at one index in one term");
             peer.proposals.pop_back();
             self.pending_requests -= 1;
-            self.replies.push((
-                stale.token,
-                Err(KvError::Dropped(
-                    "leadership changed before the write committed".into(),
-                )),
-            ));
+            self.replies.push((stale.token, Err(replaced_write())));
         }
         peer.proposals.push_back(Proposal { index, term, token });
         self.pending_requests += 1;
@@ -873,9 +868,7 @@ impl Store {
                     {
                         applied_reply(outcome, &peer.region)
                     }
-                    _ => Err(KvError::Dropped(
-                        "leadership changed before the write committed".into(),
-                    )),
+                    _ => Err(replaced_write()),
                 };
                 self.replies.push((proposal.token, result));
             }
@@ -1195,6 +1188,11 @@ fn scan(peer: &Peer, namespace: &str, start: &[u8], end: &[u8], limit: u32) -> K
     }
     let (items, more) = peer.kv.scan(namespace, start, end, limit as usize);
     KvReply::Scan { items, more }
+}
+
+/// The answer to a write whose log entry another leader replaced: it never takes effect.
+fn replaced_write() -> KvError {
+    KvError::Dropped("leadership changed before the write committed".into())
 }
 
 fn raft_error(region: RegionId, error: RaftError) -> KvError {

@@ -356,22 +356,26 @@ fn the_driver_balances_regions_onto_a_joined_store_while_a_client_writes() {
 /// Waits until `more` further writes are acknowledged; on a timeout prints the nodes' logs.
 fn wait_acked(cluster: &Cluster, acked: &AtomicU64, more: u64, what: &str) {
     let before = acked.load(Ordering::Relaxed);
-    let deadline = std::time::Instant::now() + CLUSTER_TIMEOUT;
-    while acked.load(Ordering::Relaxed) < before + more {
-        if std::time::Instant::now() > deadline {
+    common::wait_for_reporting(
+        &format!("{what} ({more} more writes acknowledged)"),
+        CLUSTER_TIMEOUT,
+        || (acked.load(Ordering::Relaxed) >= before + more).then_some(()),
+        || {
+            let mut report = format!(
+                "{} of {more} more writes acknowledged; the nodes:\n",
+                acked.load(Ordering::Relaxed) - before
+            );
             for (i, n) in cluster.nodes.iter().enumerate() {
                 let threads = common::cluster::threads_report(n.pid());
-                eprintln!("===== node {} =====\n{}\n{threads}", i + 1, n.log());
+                report.push_str(&format!(
+                    "===== node {} =====\n{}\n{threads}\n",
+                    i + 1,
+                    n.log()
+                ));
             }
-            let now = acked.load(Ordering::Relaxed);
-            panic!(
-                "timed out after {CLUSTER_TIMEOUT:?} waiting for {what}: {} of {more} more \
-                 writes acknowledged (the nodes' logs are above)",
-                now - before
-            );
-        }
-        std::thread::sleep(common::POLL_INTERVAL);
-    }
+            report
+        },
+    );
 }
 
 /// The Region's leader's status, once a leader is known and `accept` holds for it.

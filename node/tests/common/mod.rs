@@ -35,16 +35,28 @@ pub fn binary() -> &'static str {
 }
 
 /// Polls `condition` every `POLL_INTERVAL` until it returns `Some`, or panics naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, condition: impl FnMut() -> Option<T>) -> T {
+    wait_for_reporting(what, timeout, condition, String::new)
+}
+
+/// As [`wait_for`]; on timeout the panic message also holds `report()` (e.g. the nodes' logs).
+pub fn wait_for_reporting<T>(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> Option<T>,
+    report: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = condition() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                report()
+            );
+        }
         std::thread::sleep(POLL_INTERVAL);
     }
 }
