@@ -13,6 +13,7 @@
 //! docs/benchmarks.md for measured figures.
 
 mod driver;
+mod placement;
 mod routing;
 mod schedule;
 mod spawn;
@@ -73,6 +74,12 @@ struct Args {
     /// Where spawned nodes keep their (temporary) data.
     #[arg(long)]
     data_dir_parent: Option<PathBuf>,
+    /// Which CPUs the nodes of a spawned cluster run on: `leader-apart` gives the node that
+    /// leads the most Regions the CPU taking the disk's interrupts and the others the other
+    /// CPUs; `auto` does so when the nodes' cores outnumber the CPUs; `os` leaves it to the
+    /// scheduler.
+    #[arg(long, value_enum, default_value = "auto")]
+    spawn_placement: placement::SpawnPlacement,
     /// Client connections, each driven by its own thread.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -242,6 +249,7 @@ fn main() -> anyhow::Result<()> {
         "generator": cpu[0],
         "nodes": cpu[1..],
     });
+    config["placement"] = json!(cluster.as_ref().and_then(|c| c.placement.clone()));
     write_outputs(&args, &run, &config)?;
     if args.json {
         let mut summary = stats::stats_json(&run.stats, run.measured_ns);
@@ -301,6 +309,7 @@ fn spawn_cluster(args: &Args, topology: Topology) -> anyhow::Result<spawn::Local
         log_filter: &args.node_log_filter,
         log_dir: args.node_log_dir.as_deref(),
         ready_timeout: Duration::from_secs(30),
+        placement: args.spawn_placement,
     })
 }
 
@@ -444,6 +453,9 @@ fn text_report(args: &Args, run: &PhaseResult, config: &serde_json::Value) -> St
         )),
         config["load_average_1m_at_end"].as_str().unwrap_or("?")
     );
+    if let Some(placement) = config["placement"].as_str() {
+        out += &format!("placement   {placement}\n");
+    }
     let cpu = &config["cpu_percent_of_one_core"];
     out += &format!(
         "cpu         generator {}%, nodes {} (percent of one core over the run, warm-up included)\n",

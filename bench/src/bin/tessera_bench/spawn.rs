@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use tessera_node::client::{Client, ClientOptions};
 use tessera_transport::client::Mode;
 
+use crate::placement::{self, SpawnPlacement};
 use crate::routing::Routing;
 
 /// What to start.
@@ -35,6 +36,9 @@ pub struct LocalCluster {
     pub dir: tempfile::TempDir,
     /// Where the nodes' logs are (`dir` unless asked otherwise).
     log_dir: std::path::PathBuf,
+    /// The CPUs the nodes were given (`--spawn-placement`), one line; `None`: the OS places
+    /// them.
+    pub placement: Option<String>,
 }
 
 /// How to start the nodes.
@@ -50,6 +54,7 @@ pub struct SpawnOptions<'a> {
     /// Where the nodes write `node-<i>.log` (kept after the run); `None`: beside their data.
     pub log_dir: Option<&'a Path>,
     pub ready_timeout: Duration,
+    pub placement: SpawnPlacement,
 }
 
 /// Starts the nodes and waits up to `ready_timeout` for leaders that accept writes.
@@ -67,6 +72,7 @@ pub fn spawn(options: SpawnOptions<'_>) -> anyhow::Result<LocalCluster> {
         log_filter,
         log_dir,
         ready_timeout,
+        placement,
     } = options;
     let nodes = match topology {
         Topology::Single => 1,
@@ -85,6 +91,7 @@ pub fn spawn(options: SpawnOptions<'_>) -> anyhow::Result<LocalCluster> {
         seed_addr: format!("127.0.0.1:{}", base_port),
         log_dir: log_dir.unwrap_or(dir.path()).to_path_buf(),
         dir,
+        placement: None,
     };
     for i in 0..nodes {
         let (client_port, peer_port) = ports(i);
@@ -129,6 +136,15 @@ pub fn spawn(options: SpawnOptions<'_>) -> anyhow::Result<LocalCluster> {
         cluster.children.push(child);
     }
     cluster.wait_ready(ready_timeout)?;
+    let allowed = placement::allowed_cpus();
+    let place = match placement {
+        SpawnPlacement::Os => false,
+        SpawnPlacement::LeaderApart => true,
+        SpawnPlacement::Auto => placement::oversubscribed(allowed.len(), nodes, cores),
+    };
+    if place && nodes > 1 {
+        cluster.place(&allowed, cores)?;
+    }
     Ok(cluster)
 }
 
@@ -166,6 +182,27 @@ impl LocalCluster {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// `leader-apart` (see `placement`): pins the node leading the most Regions to the data
+    /// disk's interrupt CPU and the others to the remaining CPUs.
+    fn place(&mut self, allowed: &[usize], cores: usize) -> anyhow::Result<()> {
+        let mut led = vec![0; self.children.len()];
+        for region in Routing::load(&self.seed_addr)?.regions() {
+            let leader = region.leader.context("a Region without a known leader")?;
+            *led.get_mut(leader.0 as usize - 1)
+                .context("a leader that is not a spawned node")? += 1;
+        }
+        let interrupt_cpu = placement::disk_interrupt_cpu(self.dir.path());
+        let Some(plan) = placement::leader_apart(allowed, interrupt_cpu, &led, cores) else {
+            return Ok(());
+        };
+        for (child, cpus) in self.children.iter().zip(&plan.cpus) {
+            placement::pin_process(child.id(), cpus)
+                .with_context(|| format!("pinning node process {} to CPUs {cpus:?}", child.id()))?;
+        }
+        self.placement = Some(plan.summary);
+        Ok(())
     }
 
     /// Every Region has a leader and takes a write.
