@@ -6,7 +6,8 @@ best closed-loop write rate measured in the same pass.
 
     cargo build --release -p tessera-node -p tessera-bench
     python3 bench/scripts/node_matrix.py [--duration-secs 10] [--warmup-secs 2]
-        [--topologies single,cluster3] [--node-config FILE] [--out DIR]
+        [--topologies single,cluster3] [--node-config FILE] [--spawn-placement auto|os|leader-apart]
+        [--out DIR]
 
 Each row is one fresh cluster started by `tessera-bench --spawn`; every JSON summary is kept
 in --out (default target/node-matrix) with the exact command in its "config.command".
@@ -38,6 +39,8 @@ def run(args, topology, op, connections, in_flight, rate=None):
         command += ["--rate", str(rate)]
     if args.node_config:
         command += ["--node-config", args.node_config]
+    if args.spawn_placement:
+        command += ["--spawn-placement", args.spawn_placement]
     print("running: " + " ".join(command), file=sys.stderr)
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     summary = json.loads(result.stdout)
@@ -78,6 +81,7 @@ def main():
     parser.add_argument("--warmup-secs", type=int, default=2)
     parser.add_argument("--topologies", default="single,cluster3")
     parser.add_argument("--node-config")
+    parser.add_argument("--spawn-placement", help="passed to tessera-bench (default: its own)")
     parser.add_argument("--out", default="target/node-matrix")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -85,12 +89,17 @@ def main():
     for topology in args.topologies.split(","):
         print(f"\n##### {topology}\n")
         print(HEADER.format(first="operation"))
+        placements = []
         for op in ["write", "strong read"]:
             for connections, in_flight in SHAPES:
                 summary = run(args, topology, op, connections, in_flight)
                 if op == "write":
                     peaks[topology] = max(peaks.get(topology, 0), summary["ops_per_second"])
                 print(row(op, connections, in_flight, summary), flush=True)
+                placement = summary["config"].get("placement") or "the OS's"
+                if placement not in placements:
+                    placements.append(placement)
+        print("\nNode placement: " + "; ".join(placements))
     print("\n##### Open loop at half the measured write peak\n")
     print(HEADER.format(first="setup, target rate"))
     for topology, peak in peaks.items():
