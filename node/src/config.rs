@@ -52,6 +52,9 @@ pub struct NodeConfig {
     /// WAL group commits as one `O_DSYNC` write (true) or a write and an fdatasync (false);
     /// see `WalOptions::write_through`.
     pub wal_write_through: bool,
+    /// WAL group commits as blocking system calls on the core's thread (true) or through
+    /// glommio's io_uring ring (false, the default); see `WalOptions::blocking_writes`.
+    pub wal_blocking_writes: bool,
     /// DMA memory registered with io_uring per core; counts against `ulimit -l`.
     pub io_memory_bytes: usize,
     /// An idle core polls this long before it parks, trading CPU for the wake-up a parked
@@ -224,6 +227,7 @@ impl Default for NodeConfig {
             snapshot_interval_entries: 10_000,
             wal_segment_bytes: 64 << 20,
             wal_write_through: true,
+            wal_blocking_writes: false,
             io_memory_bytes: 1 << 20,
             spin_before_park_us: 1000,
             pending_requests_max: 100_000,

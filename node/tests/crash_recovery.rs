@@ -229,6 +229,17 @@ fn acknowledged_writes_survive_repeated_sigkills() {
     sigkill_while_writing(&mut node, 5, &mut rng);
 }
 
+/// The same with `wal_blocking_writes`: group commits as blocking system calls on the core's
+/// thread are as durable as through the ring.
+#[test]
+fn acknowledged_writes_survive_repeated_sigkills_with_blocking_wal_writes() {
+    let mut rng = TestRng::from_clock(
+        "acknowledged_writes_survive_repeated_sigkills_with_blocking_wal_writes",
+    );
+    let mut node = Node::new().with_config("wal_blocking_writes = true\n");
+    sigkill_while_writing(&mut node, 3, &mut rng);
+}
+
 #[test]
 fn acknowledged_writes_survive_sigkills_between_frequent_snapshots() {
     let mut rng =

@@ -43,6 +43,13 @@ pub struct WalOptions {
     /// then an fdatasync: one submission and one completion less per batch. On by default;
     /// off gives write + fdatasync (what `wal-bench --write-through false` compares).
     pub write_through: bool,
+    /// Write group commits (and fdatasync them, without `write_through`) with blocking system
+    /// calls on the core's thread instead of submitting them to glommio's io_uring ring. The
+    /// thread then waits in the kernel instead of parking and being woken by the completion,
+    /// and the kernel finishes an `O_DSYNC` write in the writing thread rather than in a
+    /// worker; but the core does nothing else until the write is durable. Off by default
+    /// (the design's path); docs/benchmarks.md, pass L, has where it is faster.
+    pub blocking_writes: bool,
     /// Keep the timings of this many latest group commits for
     /// [`crate::Wal::take_flush_timings`] (benchmarks); 0, the default, keeps none.
     pub flush_timings_max: usize,
@@ -60,6 +67,7 @@ impl WalOptions {
             faults: FaultInjection::none(),
             zero_fill_segments: true,
             write_through: true,
+            blocking_writes: false,
             flush_timings_max: 0,
         }
     }

@@ -26,6 +26,7 @@
 //! has unwritten blocks past the end of the log are zero-filled in the background once
 //! active (see `crate::zero_fill`).
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -305,6 +306,9 @@ pub struct ActiveSegment {
     /// Bytes `[align_down(write_pos), write_pos)`, rewritten by the next write.
     tail: Vec<u8>,
     faults: FaultInjection,
+    /// Record writes (and fdatasyncs) as blocking system calls on this thread instead of
+    /// glommio's ring (`WalOptions::blocking_writes`); set by the flusher.
+    blocking_writes: bool,
     /// Opened `O_DSYNC` (`WalOptions::write_through`): a record write is durable when it
     /// completes, so no fdatasync follows it.
     write_through: bool,
@@ -372,6 +376,7 @@ impl ActiveSegment {
             tail: format::encode_segment_header(spare.seq).to_vec(),
             faults: faults.clone(),
             write_through: spare.write_through,
+            blocking_writes: false,
             pending_checkpoint: Some(checkpoint_body.to_vec()),
         };
         if zero_fill && !spare.zero_filled {
@@ -450,6 +455,7 @@ impl ActiveSegment {
             tail,
             faults: faults.clone(),
             write_through,
+            blocking_writes: false,
             pending_checkpoint: None,
         };
         if cut_end > end_offset {
@@ -511,6 +517,11 @@ impl ActiveSegment {
     /// Bytes in use: the header and the records.
     pub fn used(&self) -> u64 {
         self.write_pos
+    }
+
+    /// Whether record writes block this thread (`WalOptions::blocking_writes`).
+    pub(crate) fn set_blocking_writes(&mut self, on: bool) {
+        self.blocking_writes = on;
     }
 
     /// Writes one record whose body is `bodies` concatenated, then fdatasyncs: one write, one
@@ -593,10 +604,18 @@ impl ActiveSegment {
         // for its failing).
         self.faults.check(FaultOp::Fdatasync, &self.path)?;
         if !self.write_through {
-            self.file
-                .fdatasync()
-                .await
-                .map_err(io_error("fdatasync", &self.path))?;
+            if self.blocking_writes {
+                // SAFETY: fdatasync on the segment's open descriptor.
+                if unsafe { libc::fdatasync(self.file.as_raw_fd()) } != 0 {
+                    let error = std::io::Error::last_os_error();
+                    return Err(WalError::io("fdatasync", self.path.clone(), error));
+                }
+            } else {
+                self.file
+                    .fdatasync()
+                    .await
+                    .map_err(io_error("fdatasync", &self.path))?;
+            }
         }
         let timing = WriteTiming {
             build: built - began,
@@ -632,6 +651,24 @@ impl ActiveSegment {
     async fn write_all_rc(&self, buffer: Rc<DmaBuffer>, offset: u64) -> Result<()> {
         self.faults.check(FaultOp::Write, &self.path)?;
         let expected = buffer.len();
+        if self.blocking_writes {
+            let bytes = buffer.as_bytes();
+            // SAFETY: `bytes` is valid for `expected` bytes for the call; the buffer is aligned
+            // for O_DIRECT as glommio's own writes need it; the descriptor is the segment's.
+            let written = unsafe {
+                libc::pwrite(
+                    self.file.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    expected,
+                    offset as libc::off_t,
+                )
+            };
+            if written < 0 {
+                let error = std::io::Error::last_os_error();
+                return Err(WalError::io("write record", self.path.clone(), error));
+            }
+            return check_full_write(written as usize, expected, &self.path);
+        }
         let written = self
             .file
             .write_rc_at(buffer, offset)

@@ -460,3 +460,50 @@ fn write_through_segments_are_opened_o_dsync_and_plain_ones_are_not() {
         });
     }
 }
+
+/// `blocking_writes`: group commits are blocking system calls on the caller's thread, so
+/// glommio's rings count none of them (through the ring they count one each), in both
+/// durability modes; what they wrote reads back after a reopen, through the ring or not.
+#[test]
+fn blocking_writes_leave_the_rings_out_and_read_back_after_reopen() {
+    for (write_through, blocking) in [(true, true), (false, true), (true, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = options(dir.path());
+        options.segment_size_bytes = 1 << 20; // no rotation: no segment-file writes meanwhile
+        options.zero_fill_segments = false;
+        options.write_through = write_through;
+        options.blocking_writes = blocking;
+        let region = RegionId(7);
+        let (ring_writes, options) = run(async move {
+            let (wal, _) = Wal::open(options.clone()).await.unwrap();
+            // glommio's I/O counters count from the previous call.
+            let ring = || {
+                let stats = glommio::executor().io_stats();
+                stats.main_ring.file_writes().0 + stats.poll_ring.file_writes().0
+            };
+            ring();
+            for index in 1..=20u64 {
+                let mut batch = LogBatch::new();
+                batch.add_entries(region, &[entry(region, index, 1, 300)]);
+                wal.append(batch).await.unwrap();
+            }
+            let writes = ring();
+            wal.close().await.unwrap();
+            (writes, options)
+        });
+        let expected = if blocking { 0 } else { 20 };
+        assert_eq!(
+            ring_writes, expected,
+            "write_through {write_through}, blocking {blocking}"
+        );
+        run(async move {
+            let (wal, _) = Wal::open(options).await.unwrap();
+            let stored = wal
+                .entries(region, LogIndex(1), LogIndex(21), usize::MAX)
+                .unwrap();
+            let expected: Vec<_> = (1..=20).map(|i| entry(region, i, 1, 300)).collect();
+            assert_eq!(stored, expected);
+            wal.close().await.unwrap();
+        });
+    }
+}

@@ -162,3 +162,16 @@ fn a_full_disk_when_a_record_is_written_is_refused_and_loses_nothing_acknowledge
     );
     assert_eq!(reopen_and_check(dir.path(), acked, 100), acked);
 }
+
+/// `blocking_writes`: an injected record write fault poisons the WAL as it does through the
+/// ring, and a reopen finds every acknowledged append.
+#[test]
+fn with_blocking_writes_a_failed_write_poisons_the_wal_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = faulty(dir.path(), "write:5:EIO");
+    options.blocking_writes = true;
+    let (acked, error) = append_until_refused(options, 64);
+    assert!(acked >= 1, "some appends complete before the fault");
+    assert!(error.to_string().contains("Input/output error"), "{error}");
+    reopen_and_check(dir.path(), acked, 64);
+}

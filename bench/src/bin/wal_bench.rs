@@ -46,6 +46,10 @@ struct Args {
     /// fdatasync (`WalOptions::write_through`); `false` gives write + fdatasync.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     write_through: bool,
+    /// Group commits as blocking system calls on the core's thread instead of io_uring
+    /// (`WalOptions::blocking_writes`).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    blocking_writes: bool,
     /// Seconds of appends before measuring (a fresh WAL's first segment is zero-filled in the
     /// background right after opening, which takes well under a second on the reference disk).
     #[arg(long, default_value_t = 2)]
@@ -90,6 +94,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut options = WalOptions::new(&wal_dir);
         options.zero_fill_segments = args.zero_fill_segments;
         options.write_through = args.write_through;
+        options.blocking_writes = args.blocking_writes;
         if let Some(bytes) = args.segment_bytes {
             options.segment_size_bytes = bytes;
         }

@@ -280,6 +280,7 @@ async fn start_core(
     let mut wal_options = WalOptions::new(core_dir.join("wal"));
     wal_options.segment_size_bytes = config.wal_segment_bytes;
     wal_options.write_through = config.wal_write_through;
+    wal_options.blocking_writes = config.wal_blocking_writes;
     wal_options.faults = wal_faults_from_env()?;
     let (wal, report) = Wal::open(wal_options)
         .await
