@@ -52,9 +52,11 @@ pub struct NodeConfig {
     /// WAL group commits as one `O_DSYNC` write (true) or a write and an fdatasync (false);
     /// see `WalOptions::write_through`.
     pub wal_write_through: bool,
-    /// WAL group commits as blocking system calls on the core's thread (true) or through
-    /// glommio's io_uring ring (false, the default); see `WalOptions::blocking_writes`.
-    pub wal_blocking_writes: bool,
+    /// How a core's WAL writes its group commits: `"io-uring"` (through glommio's ring),
+    /// `"blocking"` (blocking system calls on the core's thread, `WalOptions::blocking_writes`)
+    /// or `"auto"` (the default: blocking when the core's executor parks between events, i.e.
+    /// is not pinned or does not spin; through the ring when it spins). See [`WalWrites`].
+    pub wal_writes: WalWrites,
     /// DMA memory registered with io_uring per core; counts against `ulimit -l`.
     pub io_memory_bytes: usize,
     /// An idle core polls this long before it parks, trading CPU for the wake-up a parked
@@ -227,7 +229,7 @@ impl Default for NodeConfig {
             snapshot_interval_entries: 10_000,
             wal_segment_bytes: 64 << 20,
             wal_write_through: true,
-            wal_blocking_writes: false,
+            wal_writes: WalWrites::Auto,
             io_memory_bytes: 1 << 20,
             spin_before_park_us: 1000,
             pending_requests_max: 100_000,
@@ -245,6 +247,26 @@ impl Default for NodeConfig {
             peer_dial_addrs: Vec::new(),
         }
     }
+}
+
+/// How a core's WAL writes its group commits (`wal_writes`).
+///
+/// An executor that parks while its write is in flight is woken by the completion, which on
+/// the reference VM costs more than the write saves by not blocking: a parked core pays glommio's
+/// wake-up (several system calls) and the kernel worker that finishes an `O_DSYNC` write through
+/// io_uring, where a blocking `pwrite` finishes it in the writing thread. A spinning executor
+/// (pinned, `spin_before_park_us > 0`) sees the completion without parking, so the ring is
+/// faster there. docs/benchmarks.md, pass L, has the measurements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalWrites {
+    /// Blocking when the executor does not spin, through the ring when it does.
+    #[default]
+    Auto,
+    /// Through glommio's io_uring ring: the core runs other tasks while the write is in flight.
+    IoUring,
+    /// Blocking system calls on the core's thread: the core waits for the disk.
+    Blocking,
 }
 
 /// Why a configuration cannot be used.
@@ -326,6 +348,16 @@ impl NodeConfig {
                 }
                 Ok(cpus[..cores].iter().copied().map(Some).collect())
             }
+        }
+    }
+
+    /// Whether a core's WAL writes block its thread (`wal_writes`), for a core whose executor
+    /// is `pinned` (glommio spins only on a pinned executor).
+    pub fn blocking_wal_writes(&self, pinned: bool) -> bool {
+        match self.wal_writes {
+            WalWrites::IoUring => false,
+            WalWrites::Blocking => true,
+            WalWrites::Auto => !(pinned && self.spin_before_park_us > 0),
         }
     }
 
@@ -472,6 +504,29 @@ pub fn allowed_cpus() -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_writes_block_unless_the_executor_spins_or_as_set() {
+        let config = |toml: &str| -> NodeConfig { toml::from_str(toml).unwrap() };
+        let default = NodeConfig::default();
+        assert_eq!(default.wal_writes, WalWrites::Auto);
+        assert!(
+            !default.blocking_wal_writes(true),
+            "pinned and spinning: the ring"
+        );
+        assert!(
+            default.blocking_wal_writes(false),
+            "not pinned: glommio does not spin"
+        );
+        let no_spin = config("spin_before_park_us = 0");
+        assert!(no_spin.blocking_wal_writes(true));
+        let ring = config("wal_writes = \"io-uring\"");
+        assert!(!ring.blocking_wal_writes(false) && !ring.blocking_wal_writes(true));
+        let blocking = config("wal_writes = \"blocking\"");
+        assert!(blocking.blocking_wal_writes(false) && blocking.blocking_wal_writes(true));
+        let error = toml::from_str::<NodeConfig>("wal_writes = \"sometimes\"").unwrap_err();
+        assert!(error.to_string().contains("unknown variant"), "{error}");
+    }
 
     #[test]
     fn cpus_pin_each_core_to_an_allowed_cpu_or_are_refused_with_a_reason() {

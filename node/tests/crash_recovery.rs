@@ -229,15 +229,16 @@ fn acknowledged_writes_survive_repeated_sigkills() {
     sigkill_while_writing(&mut node, 5, &mut rng);
 }
 
-/// The same with `wal_blocking_writes`: group commits as blocking system calls on the core's
-/// thread are as durable as through the ring.
+/// The same with each way of writing the WAL (`wal_writes`): group commits through io_uring
+/// and as blocking system calls on the core's thread are equally durable. (The default,
+/// `auto`, picks one by the executor's placement; these name each.)
 #[test]
-fn acknowledged_writes_survive_repeated_sigkills_with_blocking_wal_writes() {
-    let mut rng = TestRng::from_clock(
-        "acknowledged_writes_survive_repeated_sigkills_with_blocking_wal_writes",
-    );
-    let mut node = Node::new().with_config("wal_blocking_writes = true\n");
-    sigkill_while_writing(&mut node, 3, &mut rng);
+fn acknowledged_writes_survive_repeated_sigkills_whichever_way_the_wal_writes() {
+    for mode in ["blocking", "io-uring"] {
+        let mut rng = TestRng::from_clock(&format!("acknowledged_writes_survive_sigkills_{mode}"));
+        let mut node = Node::new().with_config(&format!("wal_writes = \"{mode}\"\n"));
+        sigkill_while_writing(&mut node, 3, &mut rng);
+    }
 }
 
 #[test]

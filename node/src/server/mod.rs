@@ -280,7 +280,10 @@ async fn start_core(
     let mut wal_options = WalOptions::new(core_dir.join("wal"));
     wal_options.segment_size_bytes = config.wal_segment_bytes;
     wal_options.write_through = config.wal_write_through;
-    wal_options.blocking_writes = config.wal_blocking_writes;
+    let pinned = config
+        .cpu_placement()
+        .is_ok_and(|cpus| cpus.get(core).is_some_and(Option::is_some));
+    wal_options.blocking_writes = config.blocking_wal_writes(pinned);
     wal_options.faults = wal_faults_from_env()?;
     let (wal, report) = Wal::open(wal_options)
         .await
