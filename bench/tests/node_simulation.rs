@@ -6,7 +6,10 @@
 //! kept); failed fsyncs (the node stops); all nodes restarting at once. Checked: Election
 //! Safety, State Machine Safety on the applied KV state, every Raft member's invariants,
 //! the WAL index invariants, convergence and liveness once healed, and the clients' history
-//! (strong reads, puts, deletes, CAS, compare-and-delete) for linearizability.
+//! (strong reads, puts, deletes, CAS, compare-and-delete) for linearizability. The clients
+//! resend a refused request as the client library does (a write answered "dropped" too), and
+//! the history records it as one operation: invoked at its first send, its outcome the last
+//! answer.
 //!
 //! It lives in the bench crate because the linearizability checker does, and bench already
 //! depends on the node (a dev-dependency from node on bench would be a cycle).
@@ -95,6 +98,10 @@ fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
         "no round was taken while a snapshot file was being written"
     );
     assert!(totals.operations_checked >= 100 * seeds && totals.unknown > 0);
+    assert!(
+        totals.resent_after_dropped > 0,
+        "no write answered \"dropped\" was sent again, as the client library does"
+    );
 }
 
 /// Runs seeds `0..seeds` on every CPU; panics naming the failed seeds.
@@ -178,6 +185,9 @@ struct Totals {
     ok: u64,
     failed: u64,
     unknown: u64,
+    resent: u64,
+    resent_after_dropped: u64,
+    retries_exhausted: u64,
     liveness_steps_max: u64,
     moves_started: u64,
     moves_done: u64,
@@ -208,6 +218,9 @@ impl Totals {
         self.ok += run.clients.ok;
         self.failed += run.clients.failed;
         self.unknown += run.clients.unknown;
+        self.resent += run.clients.resent;
+        self.resent_after_dropped += run.clients.resent_after_dropped;
+        self.retries_exhausted += run.clients.retries_exhausted;
         self.liveness_steps_max = self.liveness_steps_max.max(run.liveness_steps);
         self.moves_started += c.moves_started;
         self.moves_done += c.moves_done;

@@ -1,8 +1,22 @@
 //! Simulated clients: each runs one operation at a time (strong get, put, delete, CAS,
-//! compare-and-delete on a small key space), sends it to the node it believes leads the
-//! key's Region, and gives up after a timeout (outcome unknown). Every operation goes into a
-//! history for the linearizability checker; times are one counter bumped at every
-//! invocation and completion, so they order events exactly as the simulation saw them.
+//! compare-and-delete on a small key space) and sends it to the node it believes leads the
+//! key's Region, following the retry rules of the client library (`node/src/client.rs`,
+//! `Client::execute`):
+//!
+//! - `NotLeader` with a hint: sent again at once to the hinted leader; without one (or
+//!   `Dropped`, which the wire turns into `NotLeader` without a hint): sent again to another
+//!   node after a backoff;
+//! - `StaleEpoch` (with the newer epoch), `KeyNotInRegion`, `RegionNotFound`, `ServerBusy`:
+//!   sent again after a backoff;
+//! - `OutcomeUnknown` or no answer within [`TIMEOUT_STEPS`]: a write is never sent again
+//!   (its outcome is unknown), a read is;
+//! - any other answer is final.
+//!
+//! A resent operation is one logical operation, recorded once in the history the way the
+//! real client sees it: invoked at its first send, its outcome the final answer. One that
+//! runs out of attempts or time while refused ("retries exhausted") did not take effect:
+//! every answer was a refusal that says so. Times are one counter bumped at every invocation
+//! and completion, so they order events exactly as the simulation saw them.
 
 use std::collections::BTreeMap;
 
@@ -16,15 +30,39 @@ use super::net::{Endpoint, Envelope, Payload};
 
 /// The keys, spread over the four Regions (split at "f", "n", "u").
 pub const KEYS: [&[u8]; 8] = [b"a", b"c", b"g", b"k", b"p", b"r", b"v", b"y"];
-/// Steps a client waits for an answer before it gives up.
+/// Steps a client waits for the answer to one send before it counts the answer lost.
 pub const TIMEOUT_STEPS: u64 = 120;
+/// Sends of one operation at most (the library's `attempts_max`).
+pub const ATTEMPTS_MAX: u32 = 50;
+/// Steps after its invocation past which an operation is not sent again (the library's
+/// `request_timeout`).
+pub const OPERATION_STEPS_MAX: u64 = 600;
+/// The first backoff after a refusal without a leader hint, doubling up to the maximum (the
+/// library's `backoff_initial` and `backoff_max`, in steps).
+pub const BACKOFF_INITIAL_STEPS: u64 = 2;
+pub const BACKOFF_MAX_STEPS: u64 = 32;
 const NAMESPACE: &str = "sim";
 
+/// Where a logical operation stands between its sends.
+enum Phase {
+    /// One send to `node` is out; its answer is expected by `deadline`.
+    Sent {
+        attempt: u64,
+        node: NodeId,
+        deadline: u64,
+    },
+    /// Refused; sent again at step `at`.
+    Backoff { at: u64 },
+}
+
 struct Pending {
-    attempt: u64,
     command: Command,
+    region: RegionId,
     invoked: u64,
-    deadline: u64,
+    invoked_step: u64,
+    sends: u32,
+    backoff_steps: u64,
+    phase: Phase,
 }
 
 struct Client {
@@ -43,6 +81,11 @@ pub struct ClientStats {
     pub ok: u64,
     pub failed: u64,
     pub unknown: u64,
+    /// Sends after the first, and those of writes answered `Dropped` before.
+    pub resent: u64,
+    pub resent_after_dropped: u64,
+    /// Operations that ran out of attempts or time while refused.
+    pub retries_exhausted: u64,
 }
 
 pub struct Clients {
@@ -98,17 +141,22 @@ impl Clients {
         self.clients[0].final_reads = KEYS.iter().rev().map(|k| k.to_vec()).collect();
     }
 
-    /// Times out what waited too long, then starts new operations; returns the requests.
+    /// Handles lost answers and due resends, then starts new operations; returns the
+    /// requests.
     pub fn step(&mut self, now: u64, rng: &mut SplitMix64, nodes: &[NodeId]) -> Vec<Envelope> {
         let mut out = Vec::new();
         for index in 0..self.clients.len() {
-            let timed_out = self.clients[index]
-                .pending
-                .as_ref()
-                .is_some_and(|p| now >= p.deadline);
-            if timed_out {
-                self.abandon(index);
-                self.clients[index].leader_guess.clear();
+            let due = match self.clients[index].pending.as_ref().map(|p| &p.phase) {
+                Some(Phase::Sent { deadline, .. }) if now >= *deadline => {
+                    self.clients[index].leader_guess.clear();
+                    self.on_answer_lost(index, now)
+                }
+                Some(Phase::Backoff { at }) => now >= *at,
+                _ => false,
+            };
+            if due {
+                out.extend(self.send(index, now, rng, nodes));
+                continue;
             }
             let client = &self.clients[index];
             let wants_final = !client.final_reads.is_empty();
@@ -122,7 +170,24 @@ impl Clients {
                 Some(key) => Command::Get { key: key.clone() },
                 None => self.random_command(index, rng),
             };
-            out.push(self.invoke(index, command, now, rng, nodes));
+            let region = self
+                .regions
+                .iter()
+                .find(|r| r.contains(command.key()))
+                .expect("every key has a Region")
+                .id;
+            self.stats.invoked += 1;
+            let invoked = self.tick_clock();
+            self.clients[index].pending = Some(Pending {
+                command,
+                region,
+                invoked,
+                invoked_step: now,
+                sends: 0,
+                backoff_steps: BACKOFF_INITIAL_STEPS,
+                phase: Phase::Backoff { at: now },
+            });
+            out.extend(self.send(index, now, rng, nodes));
         }
         out
     }
@@ -157,76 +222,150 @@ impl Clients {
         }
     }
 
-    fn invoke(
+    /// Sends the pending operation (again), to the guessed leader or a random node; or ends
+    /// it as "retries exhausted" when it is out of attempts or time.
+    fn send(
         &mut self,
         index: usize,
-        command: Command,
         now: u64,
         rng: &mut SplitMix64,
         nodes: &[NodeId],
-    ) -> Envelope {
+    ) -> Option<Envelope> {
+        let pending = self.clients[index].pending.as_ref().expect("pending");
+        if pending.sends >= ATTEMPTS_MAX || now >= pending.invoked_step + OPERATION_STEPS_MAX {
+            self.stats.retries_exhausted += 1;
+            self.complete(index, Outcome::Failed, now);
+            return None;
+        }
         let region = self
             .regions
             .iter()
-            .find(|r| r.contains(command.key()))
-            .expect("every key has a Region")
+            .find(|r| r.id == pending.region)
+            .expect("known Region")
             .clone();
         let guess = self.clients[index].leader_guess.get(&region.id).copied();
         let node = guess.unwrap_or_else(|| nodes[rng.range(0, nodes.len() as u64) as usize]);
         let attempt = self.next_attempt;
         self.next_attempt += 1;
-        self.stats.invoked += 1;
+        let pending = self.clients[index].pending.as_mut().expect("pending");
+        if pending.sends > 0 {
+            self.stats.resent += 1;
+        }
+        pending.sends += 1;
+        pending.phase = Phase::Sent {
+            attempt,
+            node,
+            deadline: now + TIMEOUT_STEPS,
+        };
         let request = KvRequest {
             namespace: NAMESPACE.to_string(),
             mode: Mode::Strong,
             region: region.id,
             epoch: region.epoch,
-            op: to_op(&command),
+            op: to_op(&pending.command),
         };
-        let invoked = self.tick_clock();
-        self.clients[index].pending = Some(Pending {
-            attempt,
-            command,
-            invoked,
-            deadline: now + TIMEOUT_STEPS,
-        });
-        Envelope {
+        Some(Envelope {
             from: Endpoint::Client(index),
             to: Endpoint::Node(node),
             payload: Payload::Request { attempt, request },
+        })
+    }
+
+    /// The answer to the last send did not come in time. A write may have taken effect and
+    /// is not sent again: its outcome is unknown. A read is sent again. Returns whether to
+    /// send now.
+    fn on_answer_lost(&mut self, index: usize, now: u64) -> bool {
+        let pending = self.clients[index].pending.as_ref().expect("pending");
+        if matches!(pending.command, Command::Get { .. }) {
+            return true;
+        }
+        self.complete(index, Outcome::Unknown, now);
+        false
+    }
+
+    /// An answer arrived; answers to sends the client no longer waits for are ignored.
+    pub fn on_reply(&mut self, index: usize, attempt: u64, result: KvResult, now: u64) {
+        let waiting = self.clients[index].pending.as_ref().map(|p| &p.phase);
+        let Some(&Phase::Sent { attempt: sent, node, .. }) = waiting else {
+            return;
+        };
+        if sent != attempt {
+            return;
+        }
+        match self.retry_after(index, node, &result) {
+            Some(wait_steps) => {
+                if matches!(result, Err(KvError::Dropped(_))) {
+                    self.stats.resent_after_dropped += 1;
+                }
+                let pending = self.clients[index].pending.as_mut().expect("pending");
+                pending.phase = Phase::Backoff {
+                    at: now + wait_steps,
+                };
+            }
+            None => {
+                let command = &self.clients[index].pending.as_ref().expect("pending").command;
+                let outcome = outcome(command, result);
+                self.complete(index, outcome, now);
+            }
         }
     }
 
-    /// An answer arrived; answers to attempts the client gave up on are ignored.
-    pub fn on_reply(&mut self, index: usize, attempt: u64, result: KvResult, now: u64) {
+    /// If the client library sends the operation again after `result` (from node `asked`),
+    /// the steps it waits first; `None` when `result` is final. Learns what the answer tells
+    /// about routing.
+    fn retry_after(&mut self, index: usize, asked: NodeId, result: &KvResult) -> Option<u64> {
         let client = &mut self.clients[index];
-        if client.pending.as_ref().map(|p| p.attempt) != Some(attempt) {
-            return;
-        }
-        let pending = client.pending.take().expect("checked");
-        let region = self
-            .regions
-            .iter()
-            .find(|r| r.contains(pending.command.key()))
-            .expect("region")
-            .id;
-        if let Err(KvError::NotLeader { leader, .. }) = &result {
-            match leader {
-                Some(leader) => client.leader_guess.insert(region, *leader),
-                None => client.leader_guess.remove(&region),
-            };
-        }
-        if let Err(KvError::RegionNotFound(_)) = &result {
-            // The Region left that node (a move): ask another.
-            client.leader_guess.remove(&region);
-        }
-        if let Err(KvError::StaleEpoch { current }) = &result {
-            // A membership change bumped the conf version: route with the newer epoch.
-            if let Some(known) = self.regions.iter_mut().find(|r| r.id == current.id) {
-                known.epoch = known.epoch.max(current.epoch);
+        let pending = client.pending.as_mut().expect("pending");
+        let region = pending.region;
+        let read = matches!(pending.command, Command::Get { .. });
+        let backoff = pending.backoff_steps;
+        let mut waited = || {
+            pending.backoff_steps = (backoff * 2).min(BACKOFF_MAX_STEPS);
+            Some(backoff)
+        };
+        match result {
+            Ok(_) => None,
+            Err(KvError::NotLeader {
+                leader: Some(leader),
+                ..
+            }) if *leader != asked => {
+                client.leader_guess.insert(region, *leader);
+                Some(0)
             }
+            Err(KvError::NotLeader { .. } | KvError::Dropped(_)) => {
+                client.leader_guess.remove(&region);
+                waited()
+            }
+            Err(KvError::StaleEpoch { current }) => {
+                // A membership change bumped the conf version: route with the newer epoch.
+                if let Some(known) = self.regions.iter_mut().find(|r| r.id == current.id) {
+                    known.epoch = known.epoch.max(current.epoch);
+                }
+                client.leader_guess.remove(&region);
+                waited()
+            }
+            Err(KvError::RegionNotFound(_) | KvError::KeyNotInRegion { .. }) => {
+                // The Region left that node (a move): ask another.
+                client.leader_guess.remove(&region);
+                waited()
+            }
+            Err(KvError::ServerBusy(_)) => waited(),
+            Err(KvError::OutcomeUnknown(_)) if read => {
+                client.leader_guess.remove(&region);
+                Some(0)
+            }
+            Err(
+                KvError::OutcomeUnknown(_)
+                | KvError::VersionMismatch { .. }
+                | KvError::InvalidRequest(_),
+            ) => None,
         }
-        let outcome = outcome(&pending.command, result);
+    }
+
+    /// Ends the pending operation with its final `outcome` and records it.
+    fn complete(&mut self, index: usize, outcome: Outcome, now: u64) {
+        let client = &mut self.clients[index];
+        let pending = client.pending.take().expect("pending");
         let key = pending.command.key().to_vec();
         match &outcome {
             Outcome::Failed => self.stats.failed += 1,
@@ -262,28 +401,21 @@ impl Clients {
         );
     }
 
-    /// Operations still waiting when the run ends: unknown.
-    pub fn abandon_all(&mut self) {
+    /// Operations still under way when the run ends: a write with a send out is unknown; one
+    /// waiting to be sent again was refused every time so far (failed); so is a read.
+    pub fn abandon_all(&mut self, now: u64) {
         for index in 0..self.clients.len() {
-            self.abandon(index);
-        }
-    }
-
-    /// The client gives up waiting: the outcome is unknown.
-    fn abandon(&mut self, index: usize) {
-        if let Some(pending) = self.clients[index].pending.take() {
-            self.stats.unknown += 1;
-            self.history.push(
-                ClientId(index as u32),
-                pending.command,
-                pending.invoked,
-                None,
-                Outcome::Unknown,
-            );
+            let Some(pending) = &self.clients[index].pending else {
+                continue;
+            };
+            let outcome = match pending.phase {
+                Phase::Sent { .. } => Outcome::Unknown,
+                Phase::Backoff { .. } => Outcome::Failed,
+            };
+            self.complete(index, outcome, now);
         }
     }
 }
-
 fn to_op(command: &Command) -> KvOp {
     match command.clone() {
         Command::Put { key, value } => KvOp::Put { key, value },

@@ -58,7 +58,7 @@ pub fn run_with(seed: u64, nodes: u64, steps: u64, moves: bool) -> RunStats {
     }
     stats.liveness_steps = heal_and_converge(&mut cluster, &mut clients, moves);
     final_reads(&mut cluster, &mut clients);
-    clients.abandon_all();
+    clients.abandon_all(cluster.now);
     let states = cluster.final_states();
     for (region, replicas) in &states {
         let (_, applied, hash) = replicas[0];
