@@ -88,6 +88,10 @@ fn simulated_nodes_stay_linearizable_and_durable_under_faults() {
     // The schedule must exercise the faults it claims to.
     assert!(totals.crashes >= seeds && totals.crashes_in_write > 0 && totals.fsync_failures > 0);
     assert!(totals.torn_tails > 0 && totals.tails_lost > 0 && totals.partitions >= seeds);
+    assert!(
+        totals.flaps >= seeds,
+        "too few leadership flaps: {totals:#?}"
+    );
     assert!(totals.rotations > 0 && totals.snapshots_installed > 0);
     assert!(
         totals.rounds_pipelined > 0,
@@ -172,6 +176,7 @@ struct Totals {
     tails_lost: u64,
     restarts: u64,
     partitions: u64,
+    flaps: u64,
     wal_records: u64,
     rounds_pipelined: u64,
     rotations: u64,
@@ -205,6 +210,7 @@ impl Totals {
         self.tails_lost += c.tails_lost;
         self.restarts += c.restarts;
         self.partitions += run.partitions;
+        self.flaps += run.flaps;
         self.wal_records += c.wal_records;
         self.rounds_pipelined += c.rounds_pipelined;
         self.rotations += c.rotations;

@@ -1,10 +1,11 @@
 //! One seeded run: a fault phase (crashes, crashes during WAL writes, failed fsyncs,
-//! partitions both ways and one-way, a faulty network) with clients running, then a healed
+//! partitions both ways and one-way, leadership flaps, a faulty network) with clients
+//! running, then a healed
 //! phase in which every node restarts, the cluster must converge and the clients finish,
 //! then a strong read of every key, then the linearizability check of the whole history.
 
 use tessera_bench::linearizability::{check, CheckConfig, Verdict};
-use tessera_core::NodeId;
+use tessera_core::{NodeId, RegionId};
 
 use super::clients::{ClientStats, Clients};
 use super::cluster::{Cluster, ClusterStats, DiskFaults};
@@ -13,11 +14,15 @@ use super::net::NetFaults;
 
 /// Cores per node (each with its own Store and disk); the four Regions spread over them.
 pub const CORES: usize = 2;
-pub const CLIENTS: usize = 4;
+/// Clients: eight over four Regions put two or more writes in flight at one leader often
+/// enough for a leadership flap to catch them uncommitted (see [`Flap`]).
+pub const CLIENTS: usize = 8;
 /// Steps the healed cluster may take to converge, and then to finish the final reads.
 pub const LIVENESS_STEPS_MAX: u64 = 6_000;
 /// With membership changes on, the simulated driver acts this often (steps).
 pub const MOVE_STEP_EVERY: u64 = 25;
+/// How long each of a flap's two cuts lasts (steps): about one to three election timeouts.
+const FLAP_CUT_STEPS: std::ops::Range<u64> = 120..300;
 
 /// What one run did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -25,6 +30,8 @@ pub struct RunStats {
     pub cluster: ClusterStats,
     pub clients: ClientStats,
     pub partitions: u64,
+    /// Leadership flaps that cut off a second leader (see [`Flap`]).
+    pub flaps: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub messages_duplicated: u64,
@@ -49,8 +56,10 @@ pub fn run_with(seed: u64, nodes: u64, steps: u64, moves: bool) -> RunStats {
     };
     let mut clients = Clients::new(CLIENTS, cluster.regions.clone());
     let mut stats = RunStats::default();
+    let mut flap = None;
     for i in 0..steps {
-        fault_step(&mut cluster, &mut stats);
+        fault_step(&mut cluster, &mut stats, &mut flap);
+        flap_step(&mut cluster, &mut stats, &mut flap);
         if moves && i % MOVE_STEP_EVERY == 0 {
             cluster.drive_moves();
         }
@@ -110,7 +119,7 @@ fn step(cluster: &mut Cluster, clients: &mut Clients) {
 }
 
 /// At most one fault per step, each with a small probability (per ten thousand).
-fn fault_step(cluster: &mut Cluster, stats: &mut RunStats) {
+fn fault_step(cluster: &mut Cluster, stats: &mut RunStats, flap: &mut Option<Flap>) {
     let roll = cluster.rng.range(0, 10_000);
     let ids = cluster.ids();
     match roll {
@@ -155,6 +164,21 @@ fn fault_step(cluster: &mut Cluster, stats: &mut RunStats) {
             }
         }
         100..=149 => cluster.net.heal(),
+        152..=201 if flap.is_none() => {
+            let region = cluster.regions[cluster.rng.range(0, 4) as usize].id;
+            if let Some(leader) = cluster.leader(region) {
+                cluster.net.partition(&ids, &[leader]);
+                stats.partitions += 1;
+                let next_at =
+                    cluster.now + cluster.rng.range(FLAP_CUT_STEPS.start, FLAP_CUT_STEPS.end);
+                *flap = Some(Flap {
+                    region,
+                    cut: leader,
+                    next_at,
+                    second: false,
+                });
+            }
+        }
         150..=151 => {
             for id in &ids {
                 cluster.crash(*id);
@@ -164,6 +188,47 @@ fn fault_step(cluster: &mut Cluster, stats: &mut RunStats) {
             }
         }
         _ => {}
+    }
+}
+
+/// A leadership flap: a Region's leader is cut off from the other nodes (clients still
+/// reach it, and it takes their writes until it notices it lost its quorum); when the cut
+/// heals, whoever leads the Region then is cut off in turn, so leadership may go back to the
+/// first leader. That is the shape of the duplicate write of docs/reliability.md: a replica
+/// leads again after the leader in between replaced its uncommitted writes with a shorter
+/// log, and proposes new writes below its old, queued ones.
+pub struct Flap {
+    region: RegionId,
+    /// The node cut off now.
+    cut: NodeId,
+    /// The step at which the cut heals.
+    next_at: u64,
+    /// True once the second leader is cut off.
+    second: bool,
+}
+
+/// Heals a flap's cut when it is due, and then cuts off the Region's new leader (if
+/// another node leads it by then).
+fn flap_step(cluster: &mut Cluster, stats: &mut RunStats, flap: &mut Option<Flap>) {
+    let Some(current) = flap.as_mut() else {
+        return;
+    };
+    if cluster.now < current.next_at {
+        return;
+    }
+    cluster.net.heal();
+    match cluster.leader(current.region) {
+        Some(leader) if !current.second && leader != current.cut => {
+            let ids = cluster.ids();
+            cluster.net.partition(&ids, &[leader]);
+            stats.partitions += 1;
+            stats.flaps += 1;
+            current.cut = leader;
+            current.second = true;
+            current.next_at =
+                cluster.now + cluster.rng.range(FLAP_CUT_STEPS.start, FLAP_CUT_STEPS.end);
+        }
+        _ => *flap = None,
     }
 }
 
