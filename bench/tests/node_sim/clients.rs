@@ -4,8 +4,9 @@
 //! `Client::execute`):
 //!
 //! - `NotLeader` with a hint: sent again at once to the hinted leader; without one (or
-//!   `Dropped`, which the wire turns into `NotLeader` without a hint): sent again to another
-//!   node after a backoff;
+//!   `Dropped`, which the wire turns into `NotLeader` without a hint): sent again after a
+//!   backoff, to a random node (the library tries its routing table's leader or the next
+//!   peer);
 //! - `StaleEpoch` (with the newer epoch), `KeyNotInRegion`, `RegionNotFound`, `ServerBusy`:
 //!   sent again after a backoff;
 //! - `OutcomeUnknown` or no answer within [`TIMEOUT_STEPS`]: a write is never sent again
@@ -286,7 +287,12 @@ impl Clients {
     /// An answer arrived; answers to sends the client no longer waits for are ignored.
     pub fn on_reply(&mut self, index: usize, attempt: u64, result: KvResult, now: u64) {
         let waiting = self.clients[index].pending.as_ref().map(|p| &p.phase);
-        let Some(&Phase::Sent { attempt: sent, node, .. }) = waiting else {
+        let Some(&Phase::Sent {
+            attempt: sent,
+            node,
+            ..
+        }) = waiting
+        else {
             return;
         };
         if sent != attempt {
@@ -303,7 +309,11 @@ impl Clients {
                 };
             }
             None => {
-                let command = &self.clients[index].pending.as_ref().expect("pending").command;
+                let command = &self.clients[index]
+                    .pending
+                    .as_ref()
+                    .expect("pending")
+                    .command;
                 let outcome = outcome(command, result);
                 self.complete(index, outcome, now);
             }
