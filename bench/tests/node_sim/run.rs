@@ -82,7 +82,7 @@ pub fn run_with(seed: u64, nodes: u64, steps: u64, moves: bool) -> RunStats {
     let report = check(
         &clients.history,
         &CheckConfig {
-            states_per_key_max: 500_000,
+            states_per_key_max: 2_000_000,
             time_limit: None,
             shrink_checks_max: 2_000,
         },
