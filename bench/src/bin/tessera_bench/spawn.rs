@@ -187,11 +187,18 @@ impl LocalCluster {
     /// `leader-apart` (see `placement`): pins the node leading the most Regions to the data
     /// disk's interrupt CPU and the others to the remaining CPUs.
     fn place(&mut self, allowed: &[usize], cores: usize) -> anyhow::Result<()> {
+        // Leaders as the seed node knows them; one it does not know (a Region of another of
+        // its cores, with several cores per node) just does not count.
         let mut led = vec![0; self.children.len()];
         for region in Routing::load(&self.seed_addr)?.regions() {
-            let leader = region.leader.context("a Region without a known leader")?;
-            *led.get_mut(leader.0 as usize - 1)
-                .context("a leader that is not a spawned node")? += 1;
+            let node = region.leader.and_then(|l| (l.0 as usize).checked_sub(1));
+            if let Some(count) = node.and_then(|n| led.get_mut(n)) {
+                *count += 1;
+            }
+        }
+        if led.iter().all(|&count| count == 0) {
+            eprintln!("placement: no leader known yet; the OS places the nodes");
+            return Ok(());
         }
         let interrupt_cpu = placement::disk_interrupt_cpu(self.dir.path());
         let Some(plan) = placement::leader_apart(allowed, interrupt_cpu, &led, cores) else {
