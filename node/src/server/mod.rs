@@ -104,6 +104,7 @@ pub fn run(
             started_tx.clone(),
         );
         let (owners, region_cores) = (owners.clone(), region_cores.clone());
+        let pinned = cpus[core].is_some();
         let placement = match cpus[core] {
             Some(cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
@@ -124,6 +125,7 @@ pub fn run(
                             core,
                             config,
                             meta,
+                            pinned,
                             unsafe_follower_reads,
                             owners,
                             region_cores,
@@ -222,6 +224,8 @@ struct CoreArgs {
     core: usize,
     config: NodeConfig,
     meta: DataMeta,
+    /// The core's executor is pinned to a CPU (glommio spins only then).
+    pinned: bool,
     /// The test-only broken read mode (`config::UNSAFE_FOLLOWER_READS_ENV`).
     unsafe_follower_reads: bool,
     /// The owners of handed-off Regions and where every Region lives (`handoff_files`).
@@ -272,6 +276,7 @@ async fn start_core(
         core,
         ref config,
         meta,
+        pinned,
         unsafe_follower_reads,
         owners,
         region_cores,
@@ -280,9 +285,6 @@ async fn start_core(
     let mut wal_options = WalOptions::new(core_dir.join("wal"));
     wal_options.segment_size_bytes = config.wal_segment_bytes;
     wal_options.write_through = config.wal_write_through;
-    let pinned = config
-        .cpu_placement()
-        .is_ok_and(|cpus| cpus.get(core).is_some_and(Option::is_some));
     wal_options.blocking_writes = config.blocking_wal_writes(pinned);
     wal_options.faults = wal_faults_from_env()?;
     let (wal, report) = Wal::open(wal_options)

@@ -12,6 +12,8 @@
 
 use std::path::Path;
 
+pub use tessera_node::config::allowed_cpus;
+
 /// How the nodes of a spawned cluster are placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SpawnPlacement {
@@ -105,21 +107,6 @@ pub fn leader_apart(
         list(&others)
     );
     Some(Plan { cpus, summary })
-}
-
-/// The CPUs this process may run on.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity writes at most its size.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pid 0 is this thread; the pointer and size describe `set`.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if rc != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect()
 }
 
 /// Restricts every thread of process `pid` to `cpus` (threads it starts later inherit it).
@@ -270,14 +257,15 @@ mod tests {
     fn pinning_a_process_restricts_each_of_its_threads() {
         let allowed = allowed_cpus();
         assert!(!allowed.is_empty());
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
+        // A child that waits for its standard input to close.
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let cpu = *allowed.last().unwrap();
         let pinned = pin_process(child.id(), &[cpu]);
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-        child.kill().unwrap();
+        drop(child.stdin.take());
         child.wait().unwrap();
         pinned.unwrap();
         let list = status
