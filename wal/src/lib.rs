@@ -14,6 +14,7 @@
 //!   simulations, and [`memory::LogRead`], what recovery reads from either;
 //! - [`snapshot`]: durable snapshot files read through `memmap2`;
 //! - `zero_fill`: zeros over the active segment's unwritten blocks, in the background;
+//! - `spare_thread`: the next segment prepared on a thread of its own, with blocking writes;
 //! - [`extents`]: which blocks of a file are unwritten (FIEMAP);
 //! - [`executor`]: building a glommio executor within the locked-memory limit;
 //! - [`io_poll`]: glommio's polled ring only for devices that poll.
@@ -68,6 +69,7 @@ pub mod recovery;
 pub mod scan;
 mod segment;
 pub mod snapshot;
+mod spare_thread;
 mod wal;
 mod zero_fill;
 

@@ -14,6 +14,11 @@
 //!    record goes out in front of the first batch, in that batch's write (write-through, or
 //!    write + fdatasync).
 //!
+//!
+//! With `WalOptions::blocking_writes`, step 1 runs on a thread of its own with blocking system
+//! calls instead, in the same order, and the executor then only opens the descriptor for the
+//! records (see `crate::spare_thread` for why).
+//!
 //! So a rotation adds nothing to the flush path but a checkpoint record in the next write;
 //! the rename and the directory fsync (a journal commit) happened earlier, off it. A segment with its final name
 //! always has a valid header; one that holds no valid record (prepared but never started, or
@@ -29,6 +34,7 @@
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -192,7 +198,7 @@ impl SpareSegment {
         dir: &Path,
         seq: SegmentSeq,
         len: u64,
-        zero_fill: Option<Rc<Pace>>,
+        zero_fill: Option<Arc<Pace>>,
         write_through: bool,
     ) -> Result<SpareSegment> {
         let tmp_path = spare_path(dir, seq);
@@ -215,22 +221,58 @@ impl SpareSegment {
                 write_through,
             }),
             Err(error) => {
-                for leftover in [&tmp_path, &path] {
-                    match std::fs::remove_file(leftover) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            tracing::warn!(%e, path = %leftover.display(), "cannot delete a half-made segment");
-                        }
-                        _ => {}
-                    }
-                }
+                remove_half_made(&tmp_path, &path);
                 Err(error)
             }
         }
     }
 
+    /// A spare that was prepared elsewhere (step 1 of the module docs done, the zeros
+    /// written): opens the descriptor its records will be written through (`O_DSYNC` with
+    /// `write_through`). See `crate::spare_thread`.
+    ///
+    /// # Errors
+    /// `Io` when the file cannot be opened.
+    pub(crate) async fn open_prepared(
+        dir: &Path,
+        seq: SegmentSeq,
+        len: u64,
+        write_through: bool,
+    ) -> Result<SpareSegment> {
+        let path = segment_path(dir, seq);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(open_flags(write_through))
+            .dma_open(&path)
+            .await
+            .map_err(io_error("open segment", &path))?;
+        Ok(SpareSegment {
+            seq,
+            path,
+            file,
+            len,
+            zero_filled: true,
+            write_through,
+        })
+    }
+
     /// The segment number it is prepared for.
     pub fn seq(&self) -> SegmentSeq {
         self.seq
+    }
+}
+
+/// Deletes what a failed preparation left, under the temporary name or the final one (best
+/// effort: `Wal::open` deletes leftovers too), so a full disk is not made fuller by it.
+pub(crate) fn remove_half_made(tmp_path: &Path, path: &Path) {
+    for leftover in [tmp_path, path] {
+        match std::fs::remove_file(leftover) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(%e, path = %leftover.display(), "cannot delete a half-made segment");
+            }
+            _ => {}
+        }
     }
 }
 
@@ -715,7 +757,7 @@ async fn write_zeros(file: &DmaFile, len: u64, path: &Path, pace: &Pace) -> Resu
 
 /// A short O_DIRECT write (out of space, say) is treated as a failed write: the WAL is then
 /// poisoned rather than retried, like a failed fdatasync.
-fn check_full_write(written: usize, expected: usize, path: &Path) -> Result<()> {
+pub(crate) fn check_full_write(written: usize, expected: usize, path: &Path) -> Result<()> {
     if written == expected {
         return Ok(());
     }

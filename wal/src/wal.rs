@@ -20,6 +20,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::task::JoinHandle;
 use tessera_core::{Entry, HardState, LogIndex, RegionId, Term};
@@ -34,6 +35,7 @@ use crate::options::WalOptions;
 use crate::recovery::{self, Replayed};
 use crate::scan::TornTail;
 use crate::segment::{self, ActiveSegment, SpareSegment};
+use crate::spare_thread::SpareThread;
 use crate::zero_fill::Pace;
 
 /// What `Wal::open` found on disk.
@@ -63,8 +65,15 @@ pub(crate) struct Segments {
     read_files: HashMap<SegmentSeq, Rc<File>>,
 }
 
-/// The background task preparing a spare segment.
-type SpareTask = JoinHandle<Result<SpareSegment>>;
+/// The spare segment being prepared in the background.
+enum SpareJob {
+    /// A task on this executor, through glommio's ring; or one opening the file a
+    /// [`SpareThread`] prepared.
+    Task(JoinHandle<Result<SpareSegment>>),
+    /// A thread with blocking system calls (`WalOptions::blocking_writes`, see
+    /// `crate::spare_thread`).
+    Thread(SpareThread),
+}
 
 /// State shared by the `Wal` handle and its flusher task (one executor, so `RefCell`).
 pub(crate) struct Shared {
@@ -74,7 +83,7 @@ pub(crate) struct Shared {
     segments: RefCell<Segments>,
     /// The task preparing the next segment's file ahead of need (see `SpareSegment`), and
     /// the pace of its zero-fill.
-    spare: RefCell<Option<(SpareTask, Rc<Pace>)>>,
+    spare: RefCell<Option<(SpareJob, Arc<Pace>)>>,
 }
 
 impl Shared {
@@ -117,25 +126,48 @@ impl Shared {
     /// preparing segment `seq`'s file in the background, zero-filled, unless that is under way
     /// or `WalOptions::zero_fill_segments` is off, and lets its zero-fill run ahead in step
     /// with the active segment (see [`Pace`]: it is complete when the active segment is half
-    /// full, and a short-lived WAL writes few zeros).
+    /// full, and a short-lived WAL writes few zeros). With blocking writes the file is made on
+    /// a thread (see `crate::spare_thread`), and opened here once that is done.
     pub(crate) fn pace_spare(&self, seq: SegmentSeq, used: u64) {
         if !self.options.zero_fill_segments {
             return;
         }
-        if let Some((_, pace)) = &*self.spare.borrow() {
+        let mut spare = self.spare.borrow_mut();
+        if let Some((job, pace)) = spare.take() {
             pace.set_used(used);
+            let job = match job {
+                SpareJob::Thread(thread) if thread.is_finished() => {
+                    let write_through = self.options.write_through;
+                    SpareJob::Task(glommio::spawn_local(thread.finish(write_through)).detach())
+                }
+                job => job,
+            };
+            *spare = Some((job, pace));
             return;
         }
         let (dir, len) = (self.options.dir.clone(), self.options.segment_size_bytes);
         let write_through = self.options.write_through;
         let pace = Pace::new();
         pace.set_used(used);
-        let zero_fill = Some(pace.clone());
-        let task = glommio::spawn_local(async move {
-            SpareSegment::prepare(&dir, seq, len, zero_fill, write_through).await
-        })
-        .detach();
-        *self.spare.borrow_mut() = Some((task, pace));
+        let job = if self.options.blocking_writes {
+            match SpareThread::start(&dir, seq, len, pace.clone()) {
+                Ok(thread) => SpareJob::Thread(thread),
+                Err(error) => {
+                    // The rotation makes the segment then, without zeros.
+                    tracing::warn!(%error, "cannot prepare a spare WAL segment");
+                    return;
+                }
+            }
+        } else {
+            let zero_fill = Some(pace.clone());
+            SpareJob::Task(
+                glommio::spawn_local(async move {
+                    SpareSegment::prepare(&dir, seq, len, zero_fill, write_through).await
+                })
+                .detach(),
+            )
+        };
+        *spare = Some((job, pace));
     }
 
     /// Bytes of the spare zeroed so far, `None` when no spare is being prepared.
@@ -146,10 +178,14 @@ impl Shared {
     /// The prepared file for segment `seq`: the spare when it is ready (waiting for it if
     /// it is still being zero-filled), else one made now without zero-filling.
     async fn take_spare(&self, seq: SegmentSeq) -> Result<SpareSegment> {
-        let task = self.spare.borrow_mut().take();
-        if let Some((task, pace)) = task {
+        let job = self.spare.borrow_mut().take();
+        if let Some((job, pace)) = job {
             pace.unpace();
-            match task.await {
+            let prepared = match job {
+                SpareJob::Task(task) => task.await,
+                SpareJob::Thread(thread) => Some(thread.finish(self.options.write_through).await),
+            };
+            match prepared {
                 Some(Ok(spare)) if spare.seq() == seq => return Ok(spare),
                 Some(Ok(_)) | None => {}
                 Some(Err(error)) => {
@@ -175,12 +211,21 @@ impl Shared {
     /// prepared) its final name, then fsyncs the directory (the WAL is closing; a spare left
     /// behind by a crash is deleted by `Wal::open`).
     pub(crate) async fn drop_spare(&self) {
-        let task = self.spare.borrow_mut().take();
-        let Some((task, _)) = task else { return };
-        task.cancel();
-        let seq = match task.await {
-            Some(Ok(spare)) => spare.seq(),
-            _ => self.segments.borrow().active.next(),
+        let job = self.spare.borrow_mut().take();
+        let Some((job, _)) = job else { return };
+        let seq = match job {
+            SpareJob::Task(task) => {
+                task.cancel();
+                match task.await {
+                    Some(Ok(spare)) => spare.seq(),
+                    _ => self.segments.borrow().active.next(),
+                }
+            }
+            SpareJob::Thread(thread) => {
+                let seq = thread.seq();
+                thread.stop();
+                seq
+            }
         };
         let removed = async {
             if remove_spare_files(&self.options.dir, seq)? {

@@ -29,9 +29,10 @@
 //! segment's fdatasync errors reported to the flusher and nobody else. A failed zero write
 //! only stops the zero-filling (flushes then convert extents themselves, slowly but safely).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
 use glommio::io::{DmaBuffer, DmaFile};
@@ -185,75 +186,116 @@ const PACE_RATIO: u64 = 2;
 /// per cent of all flushes several times slower, which is the p99. Paced, each group commit's
 /// flush carries at most one small chunk of zeros. The rotation lifts the pace
 /// ([`Pace::unpace`]) when it needs a spare that is not complete yet.
+///
+/// Shared between threads: the flusher advances it, and the zero-fill waits on it either as a
+/// task on the same executor ([`Pace::wait_for`]) or, with blocking writes, on a thread of its
+/// own ([`Pace::wait_for_blocking`], see `crate::spare_thread`).
 pub(crate) struct Pace {
-    used: Cell<u64>,
+    state: Mutex<PaceState>,
+    /// Signalled when a thread waiting in [`Pace::wait_for_blocking`] may go on.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct PaceState {
+    used: u64,
     /// Bytes of the spare zeroed so far (for flush traces).
-    zeroed: Cell<u64>,
-    unpaced: Cell<bool>,
-    /// The zero-fill waiting for `allowed() >= .0`.
-    waiter: RefCell<Option<(u64, Waker)>>,
+    zeroed: u64,
+    unpaced: bool,
+    /// The zero-fill is to give up (the WAL is closing); see [`Pace::stop`].
+    stopped: bool,
+    /// The zero-fill task waiting for `allowed() >= .0`.
+    waiter: Option<(u64, Waker)>,
+}
+
+impl PaceState {
+    fn allowed(&self) -> u64 {
+        if self.unpaced {
+            u64::MAX
+        } else {
+            self.used.saturating_mul(PACE_RATIO)
+        }
+    }
 }
 
 impl Pace {
-    pub(crate) fn new() -> Rc<Pace> {
-        Rc::new(Pace {
-            used: Cell::new(0),
-            zeroed: Cell::new(0),
-            unpaced: Cell::new(false),
-            waiter: RefCell::new(None),
+    pub(crate) fn new() -> Arc<Pace> {
+        Arc::new(Pace {
+            state: Mutex::new(PaceState::default()),
+            changed: Condvar::new(),
         })
     }
 
-    fn allowed(&self) -> u64 {
-        if self.unpaced.get() {
-            u64::MAX
-        } else {
-            self.used.get().saturating_mul(PACE_RATIO)
-        }
+    fn lock(&self) -> MutexGuard<'_, PaceState> {
+        // Nothing panics while holding it; a poisoned lock still holds consistent numbers.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The active segment now has `used` bytes in use (header and records).
     pub(crate) fn set_used(&self, used: u64) {
-        self.used.set(used);
-        self.wake_if_allowed();
+        self.update(|state| state.used = used);
     }
 
     /// The zero-fill has written zeros up to `end`.
     pub(crate) fn set_zeroed(&self, end: u64) {
-        self.zeroed.set(end);
+        self.lock().zeroed = end;
     }
 
     /// Bytes zeroed so far.
     pub(crate) fn zeroed(&self) -> u64 {
-        self.zeroed.get()
+        self.lock().zeroed
     }
 
     /// Lets the zero-fill run at disk speed from now on.
     pub(crate) fn unpace(&self) {
-        self.unpaced.set(true);
-        self.wake_if_allowed();
+        self.update(|state| state.unpaced = true);
     }
 
-    fn wake_if_allowed(&self) {
-        let ready =
-            matches!(&*self.waiter.borrow(), Some((needed, _)) if self.allowed() >= *needed);
-        if ready {
-            if let Some((_, waker)) = self.waiter.borrow_mut().take() {
-                waker.wake();
+    /// Makes [`Pace::wait_for_blocking`] return `false`, now and from now on.
+    pub(crate) fn stop(&self) {
+        self.update(|state| state.stopped = true);
+    }
+
+    /// Changes the state, then wakes the waiting task if it may go on now, and any waiting
+    /// thread (which checks for itself).
+    fn update(&self, change: impl FnOnce(&mut PaceState)) {
+        let waker = {
+            let mut state = self.lock();
+            change(&mut state);
+            let allowed = state.allowed();
+            match &state.waiter {
+                Some((needed, _)) if allowed >= *needed => state.waiter.take().map(|(_, w)| w),
+                _ => None,
             }
+        };
+        self.changed.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 
     /// Waits until zeros may be written up to `end`.
     pub(crate) async fn wait_for(&self, end: u64) {
         std::future::poll_fn(|cx| {
-            if self.allowed() >= end {
+            let mut state = self.lock();
+            if state.allowed() >= end {
                 return Poll::Ready(());
             }
-            *self.waiter.borrow_mut() = Some((end, cx.waker().clone()));
+            state.waiter = Some((end, cx.waker().clone()));
             Poll::Pending
         })
         .await;
+    }
+
+    /// Blocks the calling thread until zeros may be written up to `end`: returns `true`, or
+    /// `false` once [`Pace::stop`] was called.
+    pub(crate) fn wait_for_blocking(&self, end: u64) -> bool {
+        let state = self.lock();
+        let state = self
+            .changed
+            .wait_while(state, |state| !state.stopped && state.allowed() < end)
+            .unwrap_or_else(PoisonError::into_inner);
+        !state.stopped
     }
 }
 
@@ -278,5 +320,21 @@ mod tests {
         assert!(!ready(pace.wait_for(81)));
         pace.unpace();
         assert!(ready(pace.wait_for(u64::MAX)));
+    }
+
+    #[test]
+    fn a_thread_waiting_on_the_pace_goes_on_when_the_active_segment_grows_or_gives_up_when_stopped()
+    {
+        let pace = Pace::new();
+        let wait = |end: u64| {
+            let pace = pace.clone();
+            std::thread::spawn(move || pace.wait_for_blocking(end))
+        };
+        let waiting = wait(100);
+        pace.set_used(50);
+        assert!(waiting.join().unwrap());
+        let waiting = wait(101);
+        pace.stop();
+        assert!(!waiting.join().unwrap());
     }
 }

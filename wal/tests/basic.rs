@@ -507,3 +507,75 @@ fn blocking_writes_leave_the_rings_out_and_read_back_after_reopen() {
         });
     }
 }
+
+/// With blocking writes, appenders enough to keep the executor busy all the time, and small
+/// segments: the spare segment is completely zero-filled before every rotation (what each
+/// rotating group commit's `spare_zeroed_bytes` saw when it began), nothing is lost, and
+/// closing leaves only the live segments. Regression: the spare's zeros went through glommio's
+/// ring, which the executor polls only when it runs out of tasks, so none were written until
+/// the rotation itself waited for them, on the flush path.
+#[test]
+fn with_blocking_writes_and_a_busy_executor_the_spare_is_complete_when_the_rotation_comes() {
+    const APPENDERS: u64 = 64;
+    const ROTATIONS: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path());
+    options.segment_size_bytes = 1 << 20;
+    options.blocking_writes = true;
+    options.flush_timings_max = 1 << 16;
+    let segment_bytes = options.segment_size_bytes;
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let (wal, _) = Wal::open(options.clone()).await.unwrap();
+        let wal = std::rc::Rc::new(wal);
+        let appenders: Vec<_> = (1..=APPENDERS)
+            .map(|region| {
+                let wal = wal.clone();
+                glommio::spawn_local(async move {
+                    let region = RegionId(region);
+                    let mut index = 0;
+                    while wal.stats().segments_created < ROTATIONS {
+                        index += 1;
+                        let mut batch = LogBatch::new();
+                        batch.add_entries(region, &[entry(region, index, 1, 100)]);
+                        wal.append(batch).await.unwrap();
+                    }
+                    index
+                })
+            })
+            .collect();
+        let mut last_indexes = Vec::new();
+        for appender in appenders {
+            last_indexes.push(appender.await);
+        }
+        let timings = wal.take_flush_timings();
+        let rotating: Vec<_> = timings
+            .windows(2)
+            .filter(|pair| pair[1].segment != pair[0].segment)
+            .map(|pair| (pair[1].segment, pair[1].spare_zeroed_bytes))
+            .collect();
+        assert!(rotating.len() as u64 >= ROTATIONS - 1, "{rotating:?}");
+        for (segment, zeroed) in &rotating {
+            assert_eq!(
+                *zeroed,
+                Some(segment_bytes),
+                "the spare for segment {segment} was not zero-filled when the rotation came \
+                 (every rotation: {rotating:?})"
+            );
+        }
+        let live = wal.segments();
+        std::rc::Rc::into_inner(wal).unwrap().close().await.unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let live: Vec<_> = live.iter().map(|seq| seq.file_name()).collect();
+        assert_eq!(files, live, "closing leaves the live segments only");
+        let (wal, _) = Wal::open(options).await.unwrap();
+        for (region, last) in (1..=APPENDERS).zip(last_indexes) {
+            assert_eq!(wal.last_index(RegionId(region)).unwrap(), LogIndex(last));
+        }
+        wal.close().await.unwrap();
+    });
+}
