@@ -227,10 +227,10 @@ impl Stages {
         println!("slowest flushes (µs; spare: MiB zeroed when the flush began)");
         println!();
         println!(
-            "| # | total | rotate | zero-fill wait | write | fdatasync | appends | bytes \
+            "| # | total | rotate | zero-fill wait | write | fdatasync | finish | appends | bytes \
              | segment | offset | spare | previous flush total |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let micros = |d: Duration| d.as_micros();
         for &i in order.iter().take(count) {
             let (total, t) = &self.flushes[i];
@@ -239,12 +239,13 @@ impl Stages {
             });
             let previous = i.checked_sub(1).map_or(0, |p| micros(self.flushes[p].0));
             println!(
-                "| {i} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {spare} | {previous} |",
+                "| {i} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {spare} | {previous} |",
                 micros(*total),
                 micros(t.rotate),
                 micros(t.write.zero_fill_wait),
                 micros(t.write.write),
                 micros(t.write.sync),
+                micros(t.finish),
                 t.appends,
                 t.bytes,
                 t.segment,
