@@ -263,16 +263,20 @@ impl SpareSegment {
     }
 }
 
-/// Deletes what a failed preparation left, under the temporary name or the final one (best
-/// effort: `Wal::open` deletes leftovers too), so a full disk is not made fuller by it.
-pub(crate) fn remove_half_made(tmp_path: &Path, path: &Path) {
-    for leftover in [tmp_path, path] {
-        match std::fs::remove_file(leftover) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(%e, path = %leftover.display(), "cannot delete a half-made segment");
-            }
-            _ => {}
+/// Deletes what a failed preparation left, under the temporary name or the final one.
+fn remove_half_made(tmp_path: &Path, path: &Path) {
+    remove_leftover(tmp_path);
+    remove_leftover(path);
+}
+
+/// Deletes a half-made segment file if it exists (best effort: `Wal::open` deletes leftovers
+/// too), so a full disk is not made fuller by it.
+pub(crate) fn remove_leftover(path: &Path) {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(%e, path = %path.display(), "cannot delete a half-made segment");
         }
+        _ => {}
     }
 }
 

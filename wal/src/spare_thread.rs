@@ -124,21 +124,26 @@ impl Drop for SpareThread {
 }
 
 /// Step 1 of `crate::segment`'s module docs with blocking system calls; on failure (or when
-/// stopped) deletes the half-made file.
+/// stopped) deletes the half-made file, under the name it has by then (only that one: a
+/// thread left running by an executor that went away must not touch a file of the same name
+/// that a WAL opened since has made).
 fn prepare(dir: &Path, seq: SegmentSeq, len: u64, pace: &Pace) -> Result<()> {
     let tmp_path = segment::spare_path(dir, seq);
     let path = segment::segment_path(dir, seq);
-    let prepared = write_file(&tmp_path, seq, len, pace).and_then(|()| {
-        std::fs::rename(&tmp_path, &path)
-            .map_err(|e| WalError::io("rename segment", &tmp_path, e))?;
-        File::open(dir)
-            .and_then(|handle| handle.sync_all())
-            .map_err(|e| WalError::io("fsync directory", dir, e))
+    let renamed = write_file(&tmp_path, seq, len, pace).and_then(|()| {
+        std::fs::rename(&tmp_path, &path).map_err(|e| WalError::io("rename segment", &tmp_path, e))
     });
-    if prepared.is_err() {
-        segment::remove_half_made(&tmp_path, &path);
+    if let Err(error) = renamed {
+        segment::remove_leftover(&tmp_path);
+        return Err(error);
     }
-    prepared
+    let synced = File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|e| WalError::io("fsync directory", dir, e));
+    if synced.is_err() {
+        segment::remove_leftover(&path);
+    }
+    synced
 }
 
 /// Creates `tmp_path`, preallocates `len` bytes, writes zeros over them as the pace allows,
