@@ -336,7 +336,6 @@ async fn flush(
         shared.rotate(segment).await?;
         rotate = began.elapsed();
     }
-    segment.set_blocking_writes(shared.options.blocking_writes);
     let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
     // After a rotation this write carries the new segment's checkpoint too.
     let written = segment.write_record(RecordType::Batch, &slices).await?;

@@ -353,7 +353,8 @@ pub struct ActiveSegment {
     tail: Vec<u8>,
     faults: FaultInjection,
     /// Record writes (and fdatasyncs) as blocking system calls on this thread instead of
-    /// glommio's ring (`WalOptions::blocking_writes`); set by the flusher.
+    /// glommio's ring (`WalOptions::blocking_writes`), and its background zero-fill on a
+    /// thread.
     blocking_writes: bool,
     /// Opened `O_DSYNC` (`WalOptions::write_through`): a record write is durable when it
     /// completes, so no fdatasync follows it.
@@ -364,23 +365,20 @@ pub struct ActiveSegment {
 }
 
 impl ActiveSegment {
-    /// Creates segment `seq` in `dir` holding a checkpoint record with `checkpoint_body`,
-    /// following the steps in the module docs without the zeros of step 1 (then zero-filled
-    /// in the background if `zero_fill`).
+    /// Creates segment `seq` in `options.dir` holding a checkpoint record with
+    /// `checkpoint_body`, following the steps in the module docs without the zeros of step 1
+    /// (then zero-filled in the background with `zero_fill_segments`).
     ///
     /// # Errors
     /// `Io` for any failed step.
     pub async fn create(
-        dir: &Path,
         seq: SegmentSeq,
-        len: u64,
         checkpoint_body: &[u8],
-        faults: &FaultInjection,
-        zero_fill: bool,
-        write_through: bool,
+        options: &WalOptions,
     ) -> Result<ActiveSegment> {
-        let spare = SpareSegment::prepare(dir, seq, len, None, write_through).await?;
-        let mut segment = ActiveSegment::start(spare, checkpoint_body, faults, zero_fill)?;
+        let (dir, len) = (&options.dir, options.segment_size_bytes);
+        let spare = SpareSegment::prepare(dir, seq, len, None, options.write_through).await?;
+        let mut segment = ActiveSegment::start(spare, checkpoint_body, options)?;
         segment.write_records(&[]).await?;
         Ok(segment)
     }
@@ -388,7 +386,8 @@ impl ActiveSegment {
     /// Makes a prepared spare the active segment (step 2 of the module docs): its checkpoint
     /// record with `checkpoint_body` goes out in front of the next record, in the same write
     /// (so a rotation costs the group commit no extra write). A spare that was not zero-filled
-    /// is zero-filled in the background if `zero_fill`.
+    /// is zero-filled in the background with `zero_fill_segments`; faults and
+    /// `blocking_writes` come from `options` too.
     ///
     /// A crash that tears that write leaves either a valid checkpoint and a torn batch (a
     /// torn tail) or no valid record at all (a never-started segment): both recover exactly.
@@ -401,10 +400,9 @@ impl ActiveSegment {
     pub fn start(
         spare: SpareSegment,
         checkpoint_body: &[u8],
-        faults: &FaultInjection,
-        zero_fill: bool,
+        options: &WalOptions,
     ) -> Result<ActiveSegment> {
-        if let Err(error) = faults.check(FaultOp::Preallocate, &spare.path) {
+        if let Err(error) = options.faults.check(FaultOp::Preallocate, &spare.path) {
             // It holds nothing: a full disk is not made fuller by it (best effort: recovery
             // deletes a newest segment without a valid record too).
             if let Err(remove_error) = std::fs::remove_file(&spare.path) {
@@ -420,27 +418,29 @@ impl ActiveSegment {
             zero_fill: None,
             write_pos: SEGMENT_HEADER_LEN as u64,
             tail: format::encode_segment_header(spare.seq).to_vec(),
-            faults: faults.clone(),
+            faults: options.faults.clone(),
             write_through: spare.write_through,
-            blocking_writes: false,
+            blocking_writes: options.blocking_writes,
             pending_checkpoint: Some(checkpoint_body.to_vec()),
         };
-        if zero_fill && !spare.zero_filled {
+        if options.zero_fill_segments && !spare.zero_filled {
             segment.start_zero_fill(align_up(segment.write_pos));
         }
         Ok(segment)
     }
 
-    /// Starts zeroing `[from, len)` in the background.
+    /// Starts zeroing `[from, len)` in the background: on a thread with blocking writes, else
+    /// as a task on the executor.
     fn start_zero_fill(&mut self, from: u64) {
-        if from < self.len {
-            self.zero_fill = Some(ZeroFill::start(
-                self.file.clone(),
-                self.path.clone(),
-                from,
-                self.len,
-            ));
+        if from >= self.len {
+            return;
         }
+        let path = self.path.clone();
+        self.zero_fill = if self.blocking_writes {
+            ZeroFill::start_thread(path, from, self.len)
+        } else {
+            Some(ZeroFill::start(self.file.clone(), path, from, self.len))
+        };
     }
 
     /// Reopens segment `seq` for appending after recovery. The valid log ends at
@@ -501,7 +501,7 @@ impl ActiveSegment {
             tail,
             faults: faults.clone(),
             write_through,
-            blocking_writes: false,
+            blocking_writes: options.blocking_writes,
             pending_checkpoint: None,
         };
         if cut_end > end_offset {
@@ -563,11 +563,6 @@ impl ActiveSegment {
     /// Bytes in use: the header and the records.
     pub fn used(&self) -> u64 {
         self.write_pos
-    }
-
-    /// Whether record writes block this thread (`WalOptions::blocking_writes`).
-    pub(crate) fn set_blocking_writes(&mut self, on: bool) {
-        self.blocking_writes = on;
     }
 
     /// Writes one record whose body is `bodies` concatenated, then fdatasyncs: one write, one

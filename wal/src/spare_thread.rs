@@ -32,7 +32,7 @@ use crate::error::{Result, WalError};
 use crate::format::{self, SegmentSeq, SEGMENT_HEADER_LEN};
 use crate::options::WRITE_ALIGNMENT_BYTES;
 use crate::segment::{self, check_full_write, SpareSegment};
-use crate::zero_fill::{Pace, PACED_CHUNK_BYTES};
+use crate::zero_fill::{AlignedBytes, Pace, PACED_CHUNK_BYTES};
 
 /// The thread preparing one spare segment.
 ///
@@ -185,28 +185,4 @@ fn write_all(file: &File, bytes: &[u8], offset: u64, path: &Path) -> Result<()> 
         .write_at(bytes, offset)
         .map_err(|e| WalError::io("zero-fill segment", path, e))?;
     check_full_write(written, bytes.len(), path)
-}
-
-/// Zeroed bytes at a 4 KiB-aligned address, as `O_DIRECT` needs them.
-struct AlignedBytes {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBytes {
-    fn zeroed(len: usize) -> AlignedBytes {
-        let align = WRITE_ALIGNMENT_BYTES as usize;
-        let storage = vec![0u8; len + align];
-        let start = storage.as_ptr().align_offset(align);
-        AlignedBytes {
-            storage,
-            start,
-            len,
-        }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
 }

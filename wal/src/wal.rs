@@ -103,12 +103,7 @@ impl Shared {
         }
         let next = segment.seq().next();
         let spare = self.take_spare(next).await?;
-        let created = ActiveSegment::start(
-            spare,
-            &checkpoint,
-            &self.options.faults,
-            self.options.zero_fill_segments,
-        )?;
+        let created = ActiveSegment::start(spare, &checkpoint, &self.options)?;
         let finished = std::mem::replace(segment, created);
         if let Err(error) = finished.close().await {
             tracing::warn!(%error, "closing a full WAL segment failed");
@@ -314,16 +309,7 @@ impl Wal {
             None => {
                 let seq = SegmentSeq(1);
                 let checkpoint = index.checkpoint_body();
-                ActiveSegment::create(
-                    &dir,
-                    seq,
-                    options.segment_size_bytes,
-                    &checkpoint,
-                    &options.faults,
-                    options.zero_fill_segments,
-                    options.write_through,
-                )
-                .await?
+                ActiveSegment::create(seq, &checkpoint, &options).await?
             }
             Some(newest) => {
                 let cut_end = scan

@@ -16,7 +16,10 @@
 //! at a time matters: every group commit whose fdatasync follows a conversion pays a journal
 //! commit, so spreading the zeros out would spread the slow flushes over the segment's life.
 //!
-//! Invariants (the executor is single-threaded, so each holds between two awaits):
+//! With `WalOptions::blocking_writes` a thread writes the zeros instead of a task, the same
+//! way, through a plain descriptor of its own ([`ZeroFill::start_thread`]).
+//!
+//! Invariants (both hold under the state's lock, and across the zero write in flight):
 //! 1. zeros go only to blocks at or above `written_end`, the end of the furthest block a
 //!    record write was issued for;
 //! 2. a record write that would reach the block range of the zero write in flight waits for
@@ -29,8 +32,8 @@
 //! segment's fdatasync errors reported to the flusher and nobody else. A failed zero write
 //! only stops the zero-filling (flushes then convert extents themselves, slowly but safely).
 
-use std::cell::RefCell;
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
@@ -47,39 +50,152 @@ struct State {
     /// Start of the zero write in flight.
     in_flight: Option<u64>,
     stop: bool,
+    /// Record writes (on the executor) waiting for the zero write in flight.
     waiters: Vec<Waker>,
+}
+
+/// The state shared by the zero-fill and the record writes.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a zero write completes, for a flusher waiting in a blocking
+    /// [`ZeroFill::reserve`].
+    completed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; a poisoned lock still holds consistent numbers.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next zero write's start, marked in flight; `None` when done or stopped.
+    fn begin_write(&self, next: u64, end: u64) -> Option<u64> {
+        let mut state = self.lock();
+        let start = next.max(state.written_end);
+        if state.stop || start >= end {
+            return None;
+        }
+        state.in_flight = Some(start);
+        Some(start)
+    }
+
+    /// The zero write at `start` completed with `written`: wakes the record writes waiting
+    /// for it; returns whether to go on.
+    fn end_write(
+        &self,
+        written: std::io::Result<usize>,
+        start: u64,
+        len: u64,
+        path: &Path,
+    ) -> bool {
+        let waiters = {
+            let mut state = self.lock();
+            state.in_flight = None;
+            std::mem::take(&mut state.waiters)
+        };
+        self.completed.notify_all();
+        for waker in waiters {
+            waker.wake();
+        }
+        match written {
+            Ok(n) if n as u64 == len => true,
+            Ok(n) => {
+                tracing::warn!(path = %path.display(), start, len, n, "short zero-fill write; zero-filling stops");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), start, "zero-fill write failed; zero-filling stops");
+                false
+            }
+        }
+    }
+}
+
+/// Who writes the zeros.
+enum Worker {
+    /// A task on the executor, through glommio's ring.
+    Task(JoinHandle<()>),
+    /// A thread with blocking writes, for `WalOptions::blocking_writes`: glommio polls its
+    /// ring only when the executor runs out of tasks, which a core writing blocking under
+    /// steady load never does (see `crate::spare_thread`), so a task's zeros would only go out
+    /// when a record write waits for them.
+    Thread(std::thread::JoinHandle<()>),
 }
 
 /// The background zero-filling of one active segment.
 ///
-/// Dropping it (the flusher stopped after a failed write) stops the task after its write in
-/// flight.
+/// Dropping it (the flusher stopped after a failed write) stops the zero-fill after its
+/// write in flight.
 pub(crate) struct ZeroFill {
-    state: Rc<RefCell<State>>,
-    task: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    worker: Option<Worker>,
 }
 
 impl ZeroFill {
     /// Starts zeroing `[from, end)` of `file` (both multiples of the write alignment) on the
     /// current executor.
     pub(crate) fn start(file: Rc<DmaFile>, path: PathBuf, from: u64, end: u64) -> ZeroFill {
-        let state = Rc::new(RefCell::new(State {
-            written_end: from,
-            ..State::default()
-        }));
-        let task = glommio::spawn_local(zero_blocks(file, path, state.clone(), end)).detach();
+        let shared = Shared::starting_at(from);
+        let task = glommio::spawn_local(zero_blocks(file, path, shared.clone(), end)).detach();
         ZeroFill {
-            state,
-            task: Some(task),
+            shared,
+            worker: Some(Worker::Task(task)),
+        }
+    }
+
+    /// As [`ZeroFill::start`], but on a thread of its own writing through a plain `O_DIRECT`
+    /// descriptor of `path` (the records' may be `O_DSYNC`), with blocking system calls.
+    /// `None` (logged) when the file cannot be opened or the thread started: flushes then
+    /// convert extents themselves, slowly but safely.
+    pub(crate) fn start_thread(path: PathBuf, from: u64, end: u64) -> Option<ZeroFill> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path);
+        let file = match file {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot open the segment to zero-fill it");
+                return None;
+            }
+        };
+        let shared = Shared::starting_at(from);
+        let thread_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tessera-wal-zeros".to_string())
+            .spawn(move || zero_blocks_blocking(&file, &path, &thread_shared, end));
+        match spawned {
+            Ok(handle) => Some(ZeroFill {
+                shared,
+                worker: Some(Worker::Thread(handle)),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the zero-fill thread");
+                None
+            }
         }
     }
 
     /// Called before a record write that ends at `write_end` (aligned up): waits while the
     /// zero write in flight starts below it, then keeps zeros above it (invariants 1, 2).
+    /// With a zero-fill thread the wait blocks the caller's thread, whose record write is
+    /// about to block it anyway.
     pub(crate) async fn reserve(&self, write_end: u64) {
+        let below = |state: &State| state.in_flight.is_some_and(|start| start < write_end);
+        if matches!(self.worker, Some(Worker::Thread(_))) {
+            let state = self.shared.lock();
+            let mut state = self
+                .shared
+                .completed
+                .wait_while(state, |state| below(state))
+                .unwrap_or_else(PoisonError::into_inner);
+            state.written_end = state.written_end.max(write_end);
+            return;
+        }
         std::future::poll_fn(|cx| {
-            let mut state = self.state.borrow_mut();
-            if state.in_flight.is_some_and(|start| start < write_end) {
+            let mut state = self.shared.lock();
+            if below(&state) {
                 state.waiters.push(cx.waker().clone());
                 return Poll::Pending;
             }
@@ -91,61 +207,88 @@ impl ZeroFill {
 
     /// Stops after the zero write in flight, and waits for that.
     pub(crate) async fn stop(mut self) {
-        self.state.borrow_mut().stop = true;
-        if let Some(task) = self.task.take() {
-            task.await;
+        self.shared.lock().stop = true;
+        let panicked = match self.worker.take() {
+            Some(Worker::Task(task)) => task.await.is_none(),
+            Some(Worker::Thread(handle)) => handle.join().is_err(),
+            None => false,
+        };
+        if panicked {
+            tracing::warn!("the zero-fill stopped abnormally");
         }
     }
 }
 
 impl Drop for ZeroFill {
     fn drop(&mut self) {
-        self.state.borrow_mut().stop = true;
+        self.shared.lock().stop = true;
     }
 }
 
-async fn zero_blocks(file: Rc<DmaFile>, path: PathBuf, state: Rc<RefCell<State>>, end: u64) {
+impl Shared {
+    fn starting_at(from: u64) -> Arc<Shared> {
+        let shared = Arc::new(Shared::default());
+        shared.lock().written_end = from;
+        shared
+    }
+}
+
+async fn zero_blocks(file: Rc<DmaFile>, path: PathBuf, shared: Arc<Shared>, end: u64) {
     let began = std::time::Instant::now();
-    let mut next = 0u64;
-    let mut zeroed = 0u64;
+    let (mut next, mut zeroed) = (0u64, 0u64);
     let mut zeros = Zeros::default();
-    loop {
-        let start = {
-            let state = state.borrow();
-            if state.stop {
-                break;
-            }
-            next.max(state.written_end)
-        };
-        if start >= end {
-            break;
-        }
+    while let Some(start) = shared.begin_write(next, end) {
         let len = (end - start).min(CHUNK_BYTES);
         let buffer = zeros.buffer(&file, len as usize);
-        state.borrow_mut().in_flight = Some(start);
-        let written = file.write_rc_at(buffer, start).await;
-        {
-            let mut state = state.borrow_mut();
-            state.in_flight = None;
-            for waker in state.waiters.drain(..) {
-                waker.wake();
-            }
-        }
-        match written {
-            Ok(n) if n as u64 == len => {}
-            Ok(n) => {
-                tracing::warn!(path = %path.display(), start, len, n, "short zero-fill write; zero-filling stops");
-                break;
-            }
-            Err(error) => {
-                tracing::warn!(%error, path = %path.display(), start, "zero-fill write failed; zero-filling stops");
-                break;
-            }
+        let written = file.write_rc_at(buffer, start).await.map_err(Into::into);
+        if !shared.end_write(written, start, len, &path) {
+            break;
         }
         zeroed += len;
         next = start + len;
     }
     tracing::debug!(path = %path.display(), zeroed, elapsed = ?began.elapsed(), "zero-filled the active segment");
+}
+
+fn zero_blocks_blocking(file: &std::fs::File, path: &Path, shared: &Shared, end: u64) {
+    use std::os::unix::fs::FileExt;
+    let began = std::time::Instant::now();
+    let (mut next, mut zeroed) = (0u64, 0u64);
+    let mut zeros = AlignedBytes::zeroed(CHUNK_BYTES as usize);
+    while let Some(start) = shared.begin_write(next, end) {
+        let len = (end - start).min(CHUNK_BYTES);
+        let written = file.write_at(&zeros.bytes_mut()[..len as usize], start);
+        if !shared.end_write(written, start, len, path) {
+            break;
+        }
+        zeroed += len;
+        next = start + len;
+    }
+    tracing::debug!(path = %path.display(), zeroed, elapsed = ?began.elapsed(), "zero-filled the active segment");
+}
+
+/// Zeroed bytes at a 4 KiB-aligned address, as `O_DIRECT` needs them, for blocking writes.
+pub(crate) struct AlignedBytes {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBytes {
+    pub(crate) fn zeroed(len: usize) -> AlignedBytes {
+        let align = crate::options::WRITE_ALIGNMENT_BYTES as usize;
+        let storage = vec![0u8; len + align];
+        let start = storage.as_ptr().align_offset(align);
+        AlignedBytes {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
 }
 
 /// A zeroed DMA buffer kept for the next write of the same length: filling 1 MiB with zeros

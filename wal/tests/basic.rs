@@ -579,3 +579,62 @@ fn with_blocking_writes_and_a_busy_executor_the_spare_is_complete_when_the_rotat
         wal.close().await.unwrap();
     });
 }
+
+/// With blocking writes and appenders enough to keep the executor busy all the time, the
+/// first segment of a fresh WAL is zero-filled in the background well ahead of the log: it
+/// has no unwritten extent left (FIEMAP) before the records fill a quarter of it. Regression:
+/// its zeros went through glommio's ring, which the executor polls only when it runs out of
+/// tasks, so they only went out when a record write waited for the one in flight, and stayed
+/// one chunk ahead of the log.
+#[test]
+fn with_blocking_writes_and_a_busy_executor_the_first_segment_is_zero_filled_ahead_of_the_log() {
+    const APPENDERS: u64 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path());
+    options.segment_size_bytes = 32 << 20;
+    options.blocking_writes = true;
+    let segment_bytes = options.segment_size_bytes;
+    let first = dir.path().join(SegmentSeq(1).file_name());
+    let bytes_when_zeroed = run(async move {
+        let (wal, _) = Wal::open(options).await.unwrap();
+        let wal = std::rc::Rc::new(wal);
+        // Set by the first appender once the segment is fully written: how many bytes the
+        // log had written then (`None` where the file system does not report extents).
+        let zeroed_at: std::rc::Rc<std::cell::Cell<Option<Option<u64>>>> = Default::default();
+        let appenders: Vec<_> = (1..=APPENDERS)
+            .map(|region| {
+                let (wal, zeroed_at, first) = (wal.clone(), zeroed_at.clone(), first.clone());
+                glommio::spawn_local(async move {
+                    let region = RegionId(region);
+                    let mut index = 0;
+                    while zeroed_at.get().is_none() && wal.stats().segments_created == 0 {
+                        index += 1;
+                        let mut batch = LogBatch::new();
+                        batch.add_entries(region, &[entry(region, index, 1, 256)]);
+                        wal.append(batch).await.unwrap();
+                        if region.0 == 1 {
+                            match unwritten_extents(&first) {
+                                None => zeroed_at.set(Some(None)),
+                                Some(0) => zeroed_at.set(Some(Some(wal.stats().bytes_written))),
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for appender in appenders {
+            appender.await;
+        }
+        std::rc::Rc::into_inner(wal).unwrap().close().await.unwrap();
+        zeroed_at.get()
+    });
+    match bytes_when_zeroed {
+        None => panic!("the log filled the first segment before it was zero-filled"),
+        Some(None) => eprintln!("skipped: the file system does not report extents"),
+        Some(Some(bytes)) => assert!(
+            bytes < segment_bytes / 4,
+            "the first segment was zero-filled only after {bytes} bytes of records"
+        ),
+    }
+}
