@@ -222,6 +222,10 @@ pub struct StoreStats {
     pub replicas_destroyed: u64,
     /// Snapshots refused because they would bring back a destroyed replica.
     pub tombstone_refused: u64,
+    /// Queued proposals of an earlier term answered "dropped" when this replica, leading
+    /// again with a shorter log, proposed at or below their index (see `propose`): the shape
+    /// of the duplicate write in docs/reliability.md.
+    pub proposals_replaced_on_propose: u64,
 }
 
 /// A Region's state, for status reports.
@@ -709,6 +713,7 @@ impl Store {
             debug_assert!(stale.term < term, "two proposals at one index in one term");
             peer.proposals.pop_back();
             self.pending_requests -= 1;
+            self.stats.proposals_replaced_on_propose += 1;
             self.replies.push((stale.token, Err(replaced_write())));
         }
         peer.proposals.push_back(Proposal { index, term, token });

@@ -1223,6 +1223,13 @@ fn a_leader_again_with_a_shorter_log_answers_each_new_write_with_its_own_outcome
             other => panic!("a replaced write: expected dropped, got {other:?}"),
         }
     }
+    // Some of them were answered when the first new write went below them (the counter the
+    // whole-node simulation reads to know it reached this shape).
+    let replaced = cluster.stores[&a].stats().proposals_replaced_on_propose;
+    assert!(
+        (1..=10).contains(&replaced),
+        "{replaced} replaced on propose"
+    );
     for i in 0..10 {
         let key = format!("a-stale-{i}");
         assert_eq!(

@@ -40,7 +40,7 @@ use tessera_node::server::bootstrap::{initial_layout, recover_store, recovery_ba
 use tessera_node::server::core::ROUNDS_IN_FLIGHT_MAX;
 use tessera_node::server::round::{round_batch, Carried};
 use tessera_node::server::snapshot_queue::SnapshotQueue;
-use tessera_node::store::{SnapshotTaken, Store, StoreConfig, StoreReady, Token};
+use tessera_node::store::{SnapshotTaken, Store, StoreConfig, StoreReady, StoreStats, Token};
 use tessera_wal::{MemLog, SegmentSeq};
 
 use super::digest;
@@ -82,9 +82,22 @@ pub struct ClusterStats {
     pub snapshot_files_background: u64,
     pub rounds_during_snapshot_write: u64,
     pub replies_withheld: u64,
+    /// Queued proposals a leader answered "dropped" because it proposed at or below their
+    /// index, leading again with a shorter log (`StoreStats::proposals_replaced_on_propose`):
+    /// how often the duplicate-write shape came up.
+    pub proposals_replaced_on_propose: u64,
     pub moves_started: u64,
     pub moves_done: u64,
     pub replicas_destroyed: u64,
+}
+
+impl ClusterStats {
+    /// Adds the counters of a Store that is going away (a crash, the end of the run).
+    fn add_store(&mut self, store: &StoreStats) {
+        self.snapshots_taken += store.snapshots_taken;
+        self.snapshots_installed += store.snapshots_installed;
+        self.proposals_replaced_on_propose += store.proposals_replaced_on_propose;
+    }
 }
 
 struct SimCore {
@@ -255,9 +268,7 @@ impl Cluster {
         self.stats.crashes += 1;
         for core in &mut node.cores {
             if let Some(store) = core.store.take() {
-                let stats = store.stats();
-                self.stats.snapshots_taken += stats.snapshots_taken;
-                self.stats.snapshots_installed += stats.snapshots_installed;
+                self.stats.add_store(&store.stats());
             }
             core.waiting.clear();
             core.carried = Carried::default();
@@ -681,6 +692,15 @@ impl Cluster {
         self.request_at(node, region, epoch, op);
     }
 
+    /// Asks the Region's leader to hand leadership to `to` (a leadership transfer, as the
+    /// placement driver orders to balance leaders): the leader sends `to` what it lacks and
+    /// then tells it to campaign at once.
+    pub fn transfer_leader(&mut self, region: RegionId, to: NodeId) {
+        if let Some(leader) = self.leader(region) {
+            self.request(leader, region, KvOp::MoveStep { from: to, to });
+        }
+    }
+
     /// Hands the driver's request to a node's core; its answer is not awaited (the token is
     /// no client's), as the driver's worker only looks at the replicated membership.
     fn request_at(&mut self, node: NodeId, region: RegionId, epoch: RegionEpoch, op: KvOp) {
@@ -727,8 +747,7 @@ impl Cluster {
     pub fn finish_stats(&mut self) {
         for node in self.nodes.values() {
             for store in node.cores.iter().filter_map(|c| c.store.as_ref()) {
-                self.stats.snapshots_taken += store.stats().snapshots_taken;
-                self.stats.snapshots_installed += store.stats().snapshots_installed;
+                self.stats.add_store(&store.stats());
             }
         }
     }

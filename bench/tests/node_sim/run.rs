@@ -21,8 +21,14 @@ pub const CLIENTS: usize = 8;
 pub const LIVENESS_STEPS_MAX: u64 = 6_000;
 /// With membership changes on, the simulated driver acts this often (steps).
 pub const MOVE_STEP_EVERY: u64 = 25;
-/// How long each of a flap's two cuts lasts (steps): about one to three election timeouts.
+/// How long a flap's second cut lasts (steps): about one to three election timeouts; the
+/// first lasts until another node leads, at most the range's end.
 const FLAP_CUT_STEPS: std::ops::Range<u64> = 120..300;
+/// How long a flap's successor has to hand leadership back, how often it is asked, and how
+/// long the clients keep their focus on the Region once the first leader leads again.
+const FLAP_HAND_BACK_STEPS: u64 = 300;
+const FLAP_HAND_BACK_ASK_STEPS: u64 = 50;
+const FLAP_RETURNED_STEPS: u64 = 200;
 
 /// What one run did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,8 +36,10 @@ pub struct RunStats {
     pub cluster: ClusterStats,
     pub clients: ClientStats,
     pub partitions: u64,
-    /// Leadership flaps that cut off a second leader (see [`Flap`]).
+    /// Leadership flaps that cut off a second leader, and those whose second leader handed
+    /// leadership back to the first (see [`Flap`]).
     pub flaps: u64,
+    pub flaps_handed_back: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub messages_duplicated: u64,
@@ -60,6 +68,7 @@ pub fn run_with(seed: u64, nodes: u64, steps: u64, moves: bool) -> RunStats {
     for i in 0..steps {
         fault_step(&mut cluster, &mut stats, &mut flap);
         flap_step(&mut cluster, &mut stats, &mut flap);
+        clients.focus = flap.as_ref().map(|f| f.region);
         if moves && i % MOVE_STEP_EVERY == 0 {
             cluster.drive_moves();
         }
@@ -169,13 +178,11 @@ fn fault_step(cluster: &mut Cluster, stats: &mut RunStats, flap: &mut Option<Fla
             if let Some(leader) = cluster.leader(region) {
                 cluster.net.partition(&ids, &[leader]);
                 stats.partitions += 1;
-                let next_at =
-                    cluster.now + cluster.rng.range(FLAP_CUT_STEPS.start, FLAP_CUT_STEPS.end);
                 *flap = Some(Flap {
                     region,
-                    cut: leader,
-                    next_at,
-                    second: false,
+                    first: leader,
+                    phase: FlapPhase::FirstCut,
+                    until: cluster.now + FLAP_CUT_STEPS.end,
                 });
             }
         }
@@ -192,43 +199,88 @@ fn fault_step(cluster: &mut Cluster, stats: &mut RunStats, flap: &mut Option<Fla
 }
 
 /// A leadership flap: a Region's leader is cut off from the other nodes (clients still
-/// reach it, and it takes their writes until it notices it lost its quorum); when the cut
-/// heals, whoever leads the Region then is cut off in turn, so leadership may go back to the
-/// first leader. That is the shape of the duplicate write of docs/reliability.md: a replica
-/// leads again after the leader in between replaced its uncommitted writes with a shorter
-/// log, and proposes new writes below its old, queued ones.
+/// reach it, and it takes their writes until it notices it lost its quorum) until another
+/// node leads the Region; then, a coin toss, either that successor is cut off in turn (so
+/// leadership may go back to the first leader, once a third node has led), or everything
+/// heals and the successor is asked to hand leadership back to the first leader (a
+/// leadership transfer, as the placement driver orders to balance leaders), which then
+/// leads again for a while. That is the shape of the duplicate write of
+/// docs/reliability.md: a replica leads again after the leader in between replaced its
+/// uncommitted writes with a shorter log, and proposes new writes below its old, queued
+/// ones. While a flap lasts, most new client operations go to its Region
+/// ([`Clients::focus`]), so the first leader holds several uncommitted writes when it is
+/// cut off, and its successor, in office briefly, few.
 pub struct Flap {
     region: RegionId,
-    /// The node cut off now.
-    cut: NodeId,
-    /// The step at which the cut heals.
-    next_at: u64,
-    /// True once the second leader is cut off.
-    second: bool,
+    /// The leader cut off first.
+    first: NodeId,
+    phase: FlapPhase,
+    /// The step at which the phase ends at the latest.
+    until: u64,
 }
 
-/// Heals a flap's cut when it is due, and then cuts off the Region's new leader (if
-/// another node leads it by then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlapPhase {
+    /// The first leader is cut off, until another node leads the Region.
+    FirstCut,
+    /// That successor is cut off.
+    SecondCut,
+    /// Healed; the Region's leader is asked to hand leadership back to the first one.
+    HandBack,
+    /// The first leader leads again; the clients keep their focus on the Region.
+    Returned,
+}
+
+/// Moves a flap on (see [`Flap`]) when its phase is due.
 fn flap_step(cluster: &mut Cluster, stats: &mut RunStats, flap: &mut Option<Flap>) {
     let Some(current) = flap.as_mut() else {
         return;
     };
-    if cluster.now < current.next_at {
-        return;
-    }
-    cluster.net.heal();
-    match cluster.leader(current.region) {
-        Some(leader) if !current.second && leader != current.cut => {
-            let ids = cluster.ids();
-            cluster.net.partition(&ids, &[leader]);
-            stats.partitions += 1;
-            stats.flaps += 1;
-            current.cut = leader;
-            current.second = true;
-            current.next_at =
-                cluster.now + cluster.rng.range(FLAP_CUT_STEPS.start, FLAP_CUT_STEPS.end);
+    let now = cluster.now;
+    let due = now >= current.until;
+    let leader = cluster.leader(current.region);
+    match current.phase {
+        FlapPhase::FirstCut => {
+            let successor = leader.filter(|l| *l != current.first);
+            if successor.is_none() && !due {
+                return;
+            }
+            cluster.net.heal();
+            let Some(successor) = successor else {
+                *flap = None;
+                return;
+            };
+            if cluster.rng.range(0, 2) == 0 {
+                let ids = cluster.ids();
+                cluster.net.partition(&ids, &[successor]);
+                stats.partitions += 1;
+                stats.flaps += 1;
+                current.phase = FlapPhase::SecondCut;
+                current.until = now + cluster.rng.range(FLAP_CUT_STEPS.start, FLAP_CUT_STEPS.end);
+            } else {
+                current.phase = FlapPhase::HandBack;
+                current.until = now + FLAP_HAND_BACK_STEPS;
+                cluster.transfer_leader(current.region, current.first);
+            }
         }
-        _ => *flap = None,
+        FlapPhase::HandBack if leader == Some(current.first) => {
+            stats.flaps_handed_back += 1;
+            current.phase = FlapPhase::Returned;
+            current.until = now + FLAP_RETURNED_STEPS;
+        }
+        FlapPhase::HandBack if !due => {
+            // Asked again now and then, as the driver repeats an order not carried out yet.
+            if (current.until - now).is_multiple_of(FLAP_HAND_BACK_ASK_STEPS) {
+                cluster.transfer_leader(current.region, current.first);
+            }
+        }
+        FlapPhase::SecondCut if due => {
+            cluster.net.heal();
+            *flap = None;
+        }
+        FlapPhase::SecondCut => {}
+        FlapPhase::HandBack | FlapPhase::Returned if due => *flap = None,
+        FlapPhase::HandBack | FlapPhase::Returned => {}
     }
 }
 
