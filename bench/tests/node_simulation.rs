@@ -2,7 +2,9 @@
 //! `Store` per core (two cores, four Regions) over a simulated disk that keeps the WAL in
 //! its real record format, in one thread, driven by one seeded generator. Faults: message
 //! loss, duplication, reordering and long delays; symmetric, one-way and leader-isolating
-//! partitions; leadership flaps (a leader cut off, then its successor); crashes at any time
+//! partitions; leadership flaps (a leader cut off until another leads, then that successor
+//! cut off or asked to hand leadership back, the clients' new operations mostly on that
+//! Region: the shape of the duplicate write in docs/reliability.md); crashes at any time
 //! and during WAL writes (the unsynced tail lost, torn or kept); failed fsyncs (the node
 //! stops); all nodes restarting at once. Checked: Election
 //! Safety, State Machine Safety on the applied KV state, every Raft member's invariants,
