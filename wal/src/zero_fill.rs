@@ -349,6 +349,9 @@ struct PaceState {
     stopped: bool,
     /// The zero-fill task waiting for `allowed() >= .0`.
     waiter: Option<(u64, Waker)>,
+    /// What a zero-fill thread waits for `allowed()` to reach, if one waits: it is signalled
+    /// only then (or when stopped), not after every group commit.
+    thread_waiting_for: Option<u64>,
 }
 
 impl PaceState {
@@ -399,19 +402,25 @@ impl Pace {
         self.update(|state| state.stopped = true);
     }
 
-    /// Changes the state, then wakes the waiting task if it may go on now, and any waiting
-    /// thread (which checks for itself).
+    /// Changes the state, then wakes the waiting task or thread if it may go on now.
     fn update(&self, change: impl FnOnce(&mut PaceState)) {
-        let waker = {
+        let (waker, signal) = {
             let mut state = self.lock();
             change(&mut state);
             let allowed = state.allowed();
-            match &state.waiter {
+            let waker = match &state.waiter {
                 Some((needed, _)) if allowed >= *needed => state.waiter.take().map(|(_, w)| w),
                 _ => None,
-            }
+            };
+            let signal = state.stopped
+                || state
+                    .thread_waiting_for
+                    .is_some_and(|needed| allowed >= needed);
+            (waker, signal)
         };
-        self.changed.notify_all();
+        if signal {
+            self.changed.notify_all();
+        }
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -433,11 +442,13 @@ impl Pace {
     /// Blocks the calling thread until zeros may be written up to `end`: returns `true`, or
     /// `false` once [`Pace::stop`] was called.
     pub(crate) fn wait_for_blocking(&self, end: u64) -> bool {
-        let state = self.lock();
-        let state = self
+        let mut state = self.lock();
+        state.thread_waiting_for = Some(end);
+        let mut state = self
             .changed
             .wait_while(state, |state| !state.stopped && state.allowed() < end)
             .unwrap_or_else(PoisonError::into_inner);
+        state.thread_waiting_for = None;
         !state.stopped
     }
 }
