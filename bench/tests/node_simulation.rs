@@ -21,6 +21,7 @@
 //!   (`TESSERA_NODE_SIM_SEEDS`, default 300; `TESSERA_NODE_SIM_STEPS`, default 4000).
 //! - `TESSERA_NODE_SIM_SEED=<seed>` replays exactly one seed (even seeds: 3 nodes, odd: 5).
 //! - The soak: `TESSERA_NODE_SIM_SEEDS=10000 cargo test --release -p tessera-bench --test node_simulation`.
+//! - Seeds run on one thread per CPU; `TESSERA_NODE_SIM_THREADS=<n>` runs them on `n` threads.
 //!
 //! Membership changes: a second test runs 5 nodes with three replicas per Region and moves
 //! Regions between the nodes under the same faults (the simulated placement driver in
@@ -122,7 +123,10 @@ fn run_seeds(seeds: u64, steps: u64, moves: bool) -> Totals {
     let next = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let totals = Mutex::new(Totals::default());
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // `TESSERA_NODE_SIM_THREADS` caps the workers (a soak beside other work).
+    let workers = env_u64("TESSERA_NODE_SIM_THREADS")
+        .map(|n| n.max(1) as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
