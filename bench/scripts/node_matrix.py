@@ -7,7 +7,7 @@ best closed-loop write rate measured in the same pass.
     cargo build --release -p tessera-node -p tessera-bench
     python3 bench/scripts/node_matrix.py [--duration-secs 10] [--warmup-secs 2]
         [--topologies single,cluster3] [--node-config FILE] [--spawn-placement auto|os|leader-apart]
-        [--out DIR]
+        [--out DIR] [--repeats N] [--floors | --no-floors]
 
 Each row is one fresh cluster started by `tessera-bench --spawn`; every JSON summary is kept
 in --out (default target/node-matrix) with the exact command in its "config.command".
@@ -16,17 +16,62 @@ The write rows at concurrency 1 are run --repeats times (default 5), spread betw
 rows of their topology: this VM's speed drifts by about 0.05 ms within the hour, so one
 10-second run is one sample of that spread. Their row shows the run with the median p50 (every
 figure of the row from that one run) and a line below the table lists every run's p50.
+
+With --floors (the default when a C compiler is found), every 3-node concurrency-1 write run
+is followed at once by the two floors of that write (docs/benchmarks.md, pass L): the same
+four hops and three `O_DSYNC` writes with blocking system calls
+(bench/scripts/write_path_floor.c) and on bare glommio (`glommio-floor`). A line below the
+table gives each run's p50 beside the floors measured right after it and the ratio
+to the blocking floor, which drifts far less than the absolute figure: compare runs made at
+different times by that ratio.
 """
 
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
 # (connections, in flight) for concurrency 1, 16, 64, 256.
 SHAPES = [(1, 1), (16, 1), (16, 4), (16, 16)]
-BENCH = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "tessera-bench")
+RELEASE = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release")
+BENCH = os.path.join(RELEASE, "tessera-bench")
+GLOMMIO_FLOOR = os.path.join(RELEASE, "glommio-floor")
+C_FLOOR_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "write_path_floor.c")
+FLOOR_ROUND_TRIPS = 10_000
+FLOOR_P50 = re.compile(r"p50 (\d+)")
+
+
+def build_c_floor(out):
+    """Compiles write_path_floor.c into `out`; None when no C compiler is found."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        return None
+    binary = os.path.join(out, "write_path_floor")
+    subprocess.run([compiler, "-O2", "-o", binary, C_FLOOR_SOURCE], check=True)
+    return binary
+
+
+def floor_p50_ms(command):
+    """Runs one floor program and returns its round trip's p50 in milliseconds."""
+    print("running: " + " ".join(command), file=sys.stderr)
+    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    match = FLOOR_P50.search(result.stdout)
+    if match is None:
+        raise RuntimeError(f"no p50 in the output of {command[0]}: {result.stdout!r}")
+    return int(match.group(1)) / 1000
+
+
+def floors(args):
+    """The blocking and the bare-glommio floor of a 3-node concurrency-1 write, now."""
+    directory = args.floor_dir
+    return (
+        floor_p50_ms([args.c_floor, directory, str(args.floor_port), str(FLOOR_ROUND_TRIPS)]),
+        floor_p50_ms([GLOMMIO_FLOOR, "--dir", directory, "--port", str(args.floor_port + 10),
+                      "--round-trips", str(FLOOR_ROUND_TRIPS)]),
+    )
 
 
 def run(args, topology, op, connections, in_flight, rate=None, repeat=None):
@@ -93,8 +138,20 @@ def main():
     parser.add_argument(
         "--repeats", type=int, default=5,
         help="runs of each topology's concurrency-1 write row, spread between its other rows")
+    parser.add_argument(
+        "--floors", action=argparse.BooleanOptionalAction, default=None,
+        help="measure the write's floors after each 3-node concurrency-1 write run "
+             "(default: when a C compiler is found)")
+    parser.add_argument("--floor-dir", default="/tmp",
+                        help="where the floors' files go (the data disk)")
+    parser.add_argument("--floor-port", type=int, default=34100)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    args.c_floor = build_c_floor(args.out) if args.floors is not False else None
+    if args.floors and args.c_floor is None:
+        sys.exit("--floors needs a C compiler (cc, gcc or clang) for write_path_floor.c")
+    if args.c_floor is not None and not os.path.exists(GLOMMIO_FLOOR):
+        sys.exit(f"{GLOMMIO_FLOOR} is missing: cargo build --release -p tessera-bench")
     peaks = {}
     for topology in args.topologies.split(","):
         rows = [(op, shape) for op in ["write", "strong read"] for shape in SHAPES]
@@ -110,10 +167,14 @@ def main():
                 schedule.append((repeated, 1 + sum(1 for s in schedule if s[0] == repeated)))
         results = {}
         placements = []
+        floor_runs = []
         for (op, (connections, in_flight)), repeat in schedule:
             summary = run(args, topology, op, connections, in_flight,
                           repeat=repeat if args.repeats > 1 else None)
             results.setdefault((op, (connections, in_flight)), []).append(summary)
+            if ((op, (connections, in_flight)) == repeated and topology == "cluster3"
+                    and args.c_floor is not None):
+                floor_runs.append((summary["ops"]["all"]["latency"]["p50_ms"], *floors(args)))
             if op == "write":
                 peaks[topology] = max(peaks.get(topology, 0), summary["ops_per_second"])
             placement = summary["config"].get("placement") or "the OS's"
@@ -131,6 +192,13 @@ def main():
             p50s = ", ".join(f"{s['ops']['all']['latency']['p50_ms']:.3f}" for s in runs)
             print(f"\nWrites at concurrency 1, the row is the median of {len(runs)} runs; "
                   f"p50 of each run in order (ms): {p50s}")
+        if floor_runs:
+            pairs = "; ".join(f"{p50:.3f} / {blocking:.3f} / {glommio:.3f} = {p50 / blocking:.2f}×"
+                              for p50, blocking, glommio in floor_runs)
+            ratios = sorted(p50 / blocking for p50, blocking, _ in floor_runs)
+            print(f"\nWrites at concurrency 1 against their floors, measured right after each "
+                  f"run (p50 ms: Tessera / blocking floor / bare glommio = Tessera over the "
+                  f"blocking floor): {pairs}; median ratio {ratios[len(ratios) // 2]:.2f}×")
         print("\nNode placement: " + "; ".join(placements))
     print("\n##### Open loop at half the measured write peak\n")
     print(HEADER.format(first="setup, target rate"))
