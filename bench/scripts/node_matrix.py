@@ -22,8 +22,8 @@ is followed at once by the two floors of that write (docs/benchmarks.md, pass L)
 four hops and three `O_DSYNC` writes with blocking system calls
 (bench/scripts/write_path_floor.c) and on bare glommio (`glommio-floor`). A line below the
 table gives each run's p50 beside the floors measured right after it and the ratio
-to the blocking floor, which drifts far less than the absolute figure: compare runs made at
-different times by that ratio.
+to the blocking floor: what the machine itself allowed in that minute, as this VM's speed
+drifts by tens of percent between hours and days.
 """
 
 import argparse
