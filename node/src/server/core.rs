@@ -10,7 +10,8 @@
 //!    clients, and sends what waited for durability (rounds complete in order). A round that
 //!    only moved commit indexes writes nothing (see `round.rs`): with nothing in flight it
 //!    applies and answers at once, then sends its commit notices;
-//! 4. answers the clients whose requests needed no round (errors, raw reads);
+//! 4. answers the clients whose requests needed no round (errors, raw reads), and takes a Raft
+//!    tick if one is due by the clock (`ticks`: a core that never idles still ticks on time);
 //! 5. writes the periodic snapshots' files on glommio's blocking pool, one at a time, and
 //!    carries a file's compaction mark into the next WAL batch once the file is durable
 //!    (`snapshot_queue`): the core goes on serving while a file is written and fsynced.
@@ -50,6 +51,7 @@ use super::pd_host::{PdAnswer, PdHost};
 use super::round::{round_batch, Carried};
 use super::snapshot_files;
 use super::snapshot_queue::SnapshotQueue;
+use super::ticks::TickClock;
 
 mod handoff;
 pub use handoff::HandOffs;
@@ -93,6 +95,7 @@ enum Wake {
 
 /// What the core loop reacts to.
 pub enum Event {
+    /// A tick may be due: the timer's wake-up for an idle core (`super::ticks`).
     Tick,
     Raft(Vec<(RegionId, Message)>),
     Client {
@@ -175,6 +178,8 @@ pub struct CoreLoop {
     other_leaders: HashMap<RegionId, NodeId>,
     /// Regions moving between cores, and where every Region of the node lives.
     hand_offs: HandOffs,
+    /// When the next Raft tick is due (see `super::ticks`).
+    ticks: TickClock,
 }
 
 /// Why a core stopped.
@@ -211,6 +216,7 @@ pub struct CoreParts {
     pub peer_dial_addrs: Vec<PeerDialAddr>,
     pub members: Option<Members>,
     pub hand_offs: HandOffs,
+    pub ticks: TickClock,
 }
 
 impl CoreLoop {
@@ -240,6 +246,7 @@ impl CoreLoop {
             routing: BTreeMap::new(),
             other_leaders: HashMap::new(),
             hand_offs: parts.hand_offs,
+            ticks: parts.ticks,
         }
     }
 
@@ -328,6 +335,9 @@ impl CoreLoop {
                     self.start_snapshot_write();
                 }
             }
+            // Every wake-up looks at the clock: the timer alone would be late on a core that
+            // never runs out of work (see `super::ticks`).
+            self.maybe_tick();
             if let Some(message) = self.hand_offs.failed.take() {
                 return Err(CoreError::Snapshot {
                     core: self.core,
@@ -380,12 +390,17 @@ impl CoreLoop {
         futures_lite::future::or(appended, futures_lite::future::or(written, event)).await
     }
 
+    /// Takes a Raft tick if one is due.
+    fn maybe_tick(&mut self) {
+        if self.ticks.take_due(std::time::Instant::now()) {
+            self.store.on_tick();
+            self.hand_offs_on_tick();
+        }
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Tick => {
-                self.store.on_tick();
-                self.hand_offs_on_tick();
-            }
+            Event::Tick => self.maybe_tick(),
             Event::Raft(batch) => {
                 latency::raft_in(&batch);
                 self.route_raft(batch);

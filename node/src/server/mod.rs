@@ -21,6 +21,7 @@ pub mod pd_host;
 pub mod round;
 pub mod snapshot_files;
 pub mod snapshot_queue;
+pub mod ticks;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -364,7 +365,8 @@ async fn start_core(
         client_listener,
         peer_listener,
     );
-    spawn_ticker(inbox.clone(), config.tick(), shutdown.clone());
+    let ticks = self::ticks::TickClock::new(config.tick(), std::time::Instant::now());
+    ticks.spawn_timer(inbox.clone(), shutdown.clone());
     let balance_interval_ticks = (core == 0 && meta.cores > 1 && config.core_balance)
         .then(|| (config.core_balance_interval_ms / config.tick_ms.max(1)).max(1));
     let hand_offs =
@@ -385,6 +387,7 @@ async fn start_core(
             peer_dial_addrs: config.peer_dial_overrides().map_err(|e| e.to_string())?,
             members: Some(members),
             hand_offs,
+            ticks,
         }),
         events,
     ))
@@ -439,18 +442,4 @@ fn spawn_listeners(
     glommio::spawn_local(serve_peers(peer_listener, transport.clone(), handler)).detach();
     let limits = Rc::new(DecodeLimits::default());
     glommio::spawn_local(clients::serve_clients(client_listener, inbox, limits)).detach();
-}
-
-/// Ticks the core on schedule; on shutdown, one last tick wakes the loop so it can stop.
-fn spawn_ticker(inbox: self::core::Inbox, tick: Duration, shutdown: Arc<AtomicBool>) {
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(tick).await;
-            let _ = inbox.try_send(Event::Tick);
-            if shutdown.load(Ordering::Relaxed) {
-                return;
-            }
-        }
-    })
-    .detach();
 }
