@@ -147,7 +147,8 @@ def main():
     parser.add_argument("--floor-port", type=int, default=34100)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    args.c_floor = build_c_floor(args.out) if args.floors is not False else None
+    wants_floors = args.floors is not False and "cluster3" in args.topologies.split(",")
+    args.c_floor = build_c_floor(args.out) if wants_floors else None
     if args.floors and args.c_floor is None:
         sys.exit("--floors needs a C compiler (cc, gcc or clang) for write_path_floor.c")
     if args.c_floor is not None and not os.path.exists(GLOMMIO_FLOOR):
