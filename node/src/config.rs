@@ -327,24 +327,9 @@ impl NodeConfig {
                         "cpus = {list:?}: {why} (use \"auto\", \"none\" or a list like \"0,1\")"
                     ))
                 };
-                let cpus = list
-                    .split(',')
-                    .map(|c| c.trim().parse::<usize>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| invalid(e.to_string()))?;
+                let cpus = parse_cpu_list(list, &allowed).map_err(invalid)?;
                 if cpus.len() < cores {
                     return Err(invalid(format!("{} CPUs for {cores} cores", cpus.len())));
-                }
-                if let Some(cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
-                    return Err(invalid(format!(
-                        "CPU {cpu} is not one this process may run on ({allowed:?})"
-                    )));
-                }
-                let mut distinct = cpus.clone();
-                distinct.sort_unstable();
-                distinct.dedup();
-                if distinct.len() != cpus.len() {
-                    return Err(invalid("a CPU is listed twice".into()));
                 }
                 Ok(cpus[..cores].iter().copied().map(Some).collect())
             }
@@ -485,6 +470,31 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// The CPUs of a comma-separated list like `"0,1"`, in its order.
+///
+/// # Errors
+/// Why the list cannot be used: an entry that is not a CPU number, a CPU listed twice, or
+/// one outside `allowed` (the CPUs this process may run on).
+pub fn parse_cpu_list(list: &str, allowed: &[usize]) -> Result<Vec<usize>, String> {
+    let cpus = list
+        .split(',')
+        .map(|c| c.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if let Some(cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
+        return Err(format!(
+            "CPU {cpu} is not one this process may run on ({allowed:?})"
+        ));
+    }
+    let mut distinct = cpus.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != cpus.len() {
+        return Err("a CPU is listed twice".into());
+    }
+    Ok(cpus)
 }
 
 /// The CPUs this process may run on (its affinity mask), ascending.

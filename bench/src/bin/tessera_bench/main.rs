@@ -80,6 +80,11 @@ struct Args {
     /// scheduler.
     #[arg(long, value_enum, default_value = "auto")]
     spawn_placement: placement::SpawnPlacement,
+    /// Pin the generator's own threads to these CPUs (a list like `1` or `0,1`), once the
+    /// spawned nodes are started and placed, so the nodes keep their own placement. Default:
+    /// the OS places them.
+    #[arg(long)]
+    generator_cpus: Option<String>,
     /// Client connections, each driven by its own thread.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -174,10 +179,18 @@ fn main() -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
+    let generator_cpus = args
+        .generator_cpus
+        .as_deref()
+        .map(|list| placement::generator_cpus(list, &placement::allowed_cpus()))
+        .transpose()?;
     let cluster = match args.spawn {
         Some(topology) => Some(spawn_cluster(&args, topology)?),
         None => None,
     };
+    if let Some(cpus) = &generator_cpus {
+        placement::pin_process(std::process::id(), cpus).context("pinning the generator")?;
+    }
     let addr = cluster
         .as_ref()
         .map_or(args.addr.clone(), |c| c.seed_addr.clone());
@@ -250,6 +263,8 @@ fn main() -> anyhow::Result<()> {
         "nodes": cpu[1..],
     });
     config["placement"] = json!(cluster.as_ref().and_then(|c| c.placement.clone()));
+    // Read back, not echoed: the CPUs the generator's threads may run on now.
+    config["generator_cpus"] = json!(generator_cpus.is_some().then(placement::allowed_cpus));
     write_outputs(&args, &run, &config)?;
     if args.json {
         let mut summary = stats::stats_json(&run.stats, run.measured_ns);
@@ -456,6 +471,10 @@ fn text_report(args: &Args, run: &PhaseResult, config: &serde_json::Value) -> St
     if let Some(placement) = config["placement"].as_str() {
         out += &format!("placement   {placement}\n");
     }
+    if let Some(cpus) = config["generator_cpus"].as_array() {
+        let list: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+        out += &format!("generator   pinned to CPU {}\n", list.join(", "));
+    }
     let cpu = &config["cpu_percent_of_one_core"];
     out += &format!(
         "cpu         generator {}%, nodes {} (percent of one core over the run, warm-up included)\n",
@@ -552,9 +571,12 @@ mod tests {
             "50:40:10",
             "--distribution",
             "zipfian",
+            "--generator-cpus",
+            "1",
         ])
         .unwrap();
         assert_eq!(args.spawn, Some(Topology::Cluster3));
+        assert_eq!(args.generator_cpus.as_deref(), Some("1"));
         assert_eq!(args.connections * args.in_flight, 256);
         assert_eq!(args.rate, Some(5000.0));
     }

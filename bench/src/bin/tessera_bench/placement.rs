@@ -109,6 +109,16 @@ pub fn leader_apart(
     Some(Plan { cpus, summary })
 }
 
+/// The CPUs `--generator-cpus` names, checked against `allowed` (this process's CPUs).
+///
+/// # Errors
+/// A message naming the option and what is wrong with the list.
+pub fn generator_cpus(list: &str, allowed: &[usize]) -> anyhow::Result<Vec<usize>> {
+    tessera_node::config::parse_cpu_list(list, allowed).map_err(|why| {
+        anyhow::anyhow!("--generator-cpus {list:?}: {why} (use a list like \"1\" or \"0,1\")")
+    })
+}
+
 /// Restricts every thread of process `pid` to `cpus` (threads it starts later inherit it).
 ///
 /// # Errors
@@ -251,6 +261,22 @@ mod tests {
         assert_eq!(leader_apart(&[0, 1], Some(1), &[2], 1), None);
         assert!(oversubscribed(2, 3, 1));
         assert!(!oversubscribed(4, 3, 1));
+    }
+
+    #[test]
+    fn generator_cpus_must_be_distinct_cpus_this_process_may_use() {
+        assert_eq!(generator_cpus(" 1 ", &[0, 1]).unwrap(), vec![1]);
+        assert_eq!(generator_cpus("1,0", &[0, 1]).unwrap(), vec![1, 0]);
+        for (list, why) in [
+            ("2", "CPU 2 is not one this process may run on ([0, 1])"),
+            ("1,1", "listed twice"),
+            ("one", "invalid digit"),
+            ("", "empty string"),
+        ] {
+            let error = generator_cpus(list, &[0, 1]).unwrap_err().to_string();
+            assert!(error.starts_with("--generator-cpus"), "{list:?}: {error}");
+            assert!(error.contains(why), "{list:?}: {error}");
+        }
     }
 
     #[test]
