@@ -14,6 +14,9 @@ node's own work between reading a message and writing the next one:
 Messages are told apart by size, as they are with `tessera-bench`'s defaults (256-byte values,
 two Regions): a Raft acknowledgement frame is 157 bytes (reads may join several), a client
 request 300-400, an append 400 or more, an answer under 100. Other workloads need other sizes.
+For a leader whose messages all have one size (`glommio-floor`'s, 300 bytes each), give the
+client connection's descriptor as a third argument: messages are then told apart by socket
+(the fd `perf script` shows on the `sendto` that answers the client).
 
     cargo build --release -p tessera-node -p tessera-bench
     target/release/tessera-bench --spawn cluster3 --connections 1 --in-flight 1 \\
@@ -24,7 +27,8 @@ request 300-400, an append 400 or more, an answer under 100. Other workloads nee
     perf record -q $E -p "$(pgrep -f 'tessera serve --node-id 1 ')" -o /tmp/leader.data -- sleep 2
     perf script -i /tmp/leader.data > /tmp/leader.txt
     python3 bench/scripts/syscall_steps.py /tmp/leader.txt leader
-    # the same with --node-id 2 and `follower`
+    # the same with --node-id 2 and `follower`; for bare glommio's leader
+    # (pgrep -f 'glommio-floor --role leader'): ... leader CLIENT_FD
 """
 import re
 import sys
@@ -46,9 +50,34 @@ def returned(rest):
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def steps(lines, role):
+def is_request(size, fd, client_fd):
+    if client_fd is not None:
+        return fd == client_fd
+    return size >= 300 and size % ACK_BYTES != 0
+
+
+def is_ack(size, fd, client_fd):
+    if client_fd is not None:
+        return fd != client_fd
+    return size % ACK_BYTES == 0
+
+
+def is_append(size, fd, client_fd):
+    if client_fd is not None:
+        return fd != client_fd
+    return size is not None and size >= 400
+
+
+def is_answer(size, fd, client_fd):
+    if client_fd is not None:
+        return fd == client_fd
+    return size is not None and size < 100
+
+
+def steps(lines, role, client_fd=None):
     gaps = {}
     seen = {}
+    read_fd = None
 
     def add(step, seconds):
         gaps.setdefault(step, []).append(seconds * 1e6)
@@ -58,24 +87,27 @@ def steps(lines, role):
         if match is None:
             continue
         ts, kind, name, rest = float(match.group(1)), match.group(2), match.group(3), match.group(4)
-        if name == "recvfrom" and kind == "exit":
+        if name == "recvfrom" and kind == "enter":
+            read_fd = field(rest, "fd")
+        elif name == "recvfrom" and kind == "exit":
             size = returned(rest)
             if size is None or size <= 0:
                 continue
             if role == "leader":
-                if size >= 300 and size % ACK_BYTES != 0:
+                if is_request(size, read_fd, client_fd):
                     seen["request"] = ts
-                elif size % ACK_BYTES == 0 and seen.get("appended"):
+                elif is_ack(size, read_fd, client_fd) and seen.get("appended"):
                     seen["ack"] = ts
             elif size >= 400:
                 seen["append"] = ts
         elif name == "sendto" and kind == "enter":
             size = field(rest, "len")
+            fd = field(rest, "fd")
             if role == "leader":
-                if size and size >= 400 and "request" in seen:
+                if is_append(size, fd, client_fd) and "request" in seen:
                     add("request read -> first append sent", ts - seen.pop("request"))
                     seen["appended"] = True
-                elif size and size < 100 and "ack" in seen:
+                elif is_answer(size, fd, client_fd) and "ack" in seen:
                     add("last ack read -> answer sent", ts - seen.pop("ack"))
                     seen.pop("appended", None)
             elif "written" in seen:
@@ -89,10 +121,11 @@ def steps(lines, role):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in ("leader", "follower"):
-        sys.exit("usage: syscall_steps.py PERF_SCRIPT_OUTPUT leader|follower")
+    if len(sys.argv) not in (3, 4) or sys.argv[2] not in ("leader", "follower"):
+        sys.exit("usage: syscall_steps.py PERF_SCRIPT_OUTPUT leader|follower [CLIENT_FD]")
+    client_fd = int(sys.argv[3], 0) if len(sys.argv) == 4 else None
     with open(sys.argv[1]) as lines:
-        gaps = steps(lines, sys.argv[2])
+        gaps = steps(lines, sys.argv[2], client_fd)
     if not gaps:
         sys.exit("no step found: was the recording a 3-node concurrency-1 write with 256-byte "
                  "values, on the role given?")
