@@ -12,7 +12,9 @@
 //! 3. Entries in `[first_index(), last_index()]` have consecutive indexes.
 
 use crate::error::StorageError;
-use crate::types::{ConfState, Entry, HardState, LogIndex, Snapshot, SnapshotMetadata, Term};
+use crate::types::{
+    ConfState, Entry, HardState, LogIndex, Payload, Snapshot, SnapshotMetadata, Term,
+};
 
 /// The index of the snapshot a group is bootstrapped with: every founding member starts from
 /// it, and a member added later (with an empty log) can only catch up through a snapshot.
@@ -155,7 +157,12 @@ impl MemStorage {
     ///
     /// # Panics
     /// If `index` is not in the stored log.
-    pub fn create_snapshot(&mut self, index: LogIndex, conf_state: ConfState, data: Vec<u8>) {
+    pub fn create_snapshot(
+        &mut self,
+        index: LogIndex,
+        conf_state: ConfState,
+        data: impl Into<Payload>,
+    ) {
         if index <= self.offset() {
             return;
         }

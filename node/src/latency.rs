@@ -9,7 +9,9 @@
 //!
 //! The points, in a write's order (the transport logs `frame_out` and `frame_in` itself):
 //! `client_in`, `proposed`, `raft_out` (AppendEntries), `wal_issue`, `wal_done`, `frame_out`,
-//! `frame_in`, `raft_in`, ..., `applied`, `answer_queued`, `client_out`.
+//! `frame_in`, `raft_in`, ..., `applied`, `answer_queued`, `client_out`. Off the write's path:
+//! `snapshot_taken` (a periodic snapshot encoded on the core's thread, with its time) and
+//! `snapshot_written` (its file durable).
 
 use tessera_core::multi::Batches;
 use tessera_core::{Message, MessageBody, RegionId};

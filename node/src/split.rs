@@ -135,7 +135,9 @@ pub fn apply_split(
 
 /// A Region's snapshot data: its metadata, then its KV snapshot.
 pub fn encode_envelope(region: &Region, kv: &KvState) -> Vec<u8> {
-    let mut out = Vec::new();
+    let header = ENVELOPE_MAGIC.len() + 1 + 3 * 8 + 2 * 4 + 4 + 4;
+    let keys = region.start_key.len() + region.end_key.len() + region.peers.len() * 8;
+    let mut out = Vec::with_capacity(header + keys + kv.encoded_len_bound());
     out.extend_from_slice(ENVELOPE_MAGIC);
     out.push(1);
     for n in [region.id.0, region.epoch.version, region.epoch.conf_version] {
@@ -151,7 +153,7 @@ pub fn encode_envelope(region: &Region, kv: &KvState) -> Vec<u8> {
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&kv.encode_snapshot());
+    kv.encode_snapshot_into(&mut out);
     out
 }
 

@@ -127,7 +127,7 @@ pub fn round_batch(ready: &StoreReady, carried: &mut Carried) -> RoundBatch {
                 index: meta.index,
                 term: meta.term,
                 conf_state: meta.conf_state.clone(),
-                data: snapshot.data.to_vec(),
+                data: snapshot.data.clone(),
             });
             // The Region's log restarts after the leader's snapshot.
             round.batch.install_snapshot(*region, meta.index, meta.term);

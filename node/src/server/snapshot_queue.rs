@@ -113,7 +113,7 @@ mod tests {
             index: LogIndex(index),
             term: Term(1),
             conf_state: ConfState::with_voters([NodeId(1)]),
-            data: vec![index as u8],
+            data: vec![index as u8].into(),
         }
     }
 
