@@ -45,7 +45,8 @@ pub struct NodeConfig {
     /// On is the default because on this project's disk measurements (benchmarks.md, pass H)
     /// a 3-node cluster with the write-through WAL wrote faster with it.
     pub raft_broadcast_commit: bool,
-    /// Take a Region snapshot (and compact its log) after this many applied entries.
+    /// Take a Region snapshot (and compact its log) every this many applied entries, each
+    /// node at its own phase of the interval (`store::snapshot_due`).
     pub snapshot_interval_entries: u64,
     /// WAL segment size in bytes.
     pub wal_segment_bytes: u64,

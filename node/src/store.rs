@@ -33,7 +33,8 @@
 //!
 //! Each Region's Raft log is kept in memory (`MemStorage`) between snapshots, mirroring the
 //! WAL; the WAL is read only at recovery. The log is compacted into a snapshot every
-//! `snapshot_interval_entries` applied entries, which bounds that memory.
+//! `snapshot_interval_entries` applied entries, which bounds that memory; each node at its
+//! own phase of the interval (`snapshot_due`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -63,7 +64,8 @@ pub struct StoreConfig {
     pub node: NodeId,
     /// Raft timing and pipelining, shared by all Regions (`id` and `seed` are set per node).
     pub raft: Config,
-    /// Take a snapshot and compact the log after this many applied entries.
+    /// Take a snapshot and compact the log every this many applied entries, at this node's
+    /// phase (`snapshot_due`).
     pub snapshot_interval_entries: u64,
     /// At most this many client requests wait for Raft at once; more get `ServerBusy`.
     pub pending_requests_max: usize,
@@ -96,6 +98,29 @@ impl StoreConfig {
             cores: 1,
         }
     }
+}
+
+/// Whether a Region whose last snapshot is at `last` takes its next periodic one once
+/// `applied`: when `applied` crosses the next index at this node's phase of the interval
+/// (`snapshot_phase`). Consecutive snapshots are `interval` entries apart, as a fixed
+/// threshold would make them, but the replicas of a Region reach theirs at different
+/// indexes. With a fixed threshold all of them took their snapshot at the same entry, so a
+/// write waited for the leader's and both followers' pauses at once (benchmarks.md, Node,
+/// pass P); now a follower's pause is hidden by the other follower's acknowledgement.
+/// An interval of 0 or 1 takes one after every applied entry.
+pub fn snapshot_due(last: u64, applied: u64, interval: u64, node: NodeId) -> bool {
+    let interval = interval.max(1);
+    let phase = snapshot_phase(interval, node);
+    (applied + phase) / interval > (last + phase) / interval
+}
+
+/// This node's offset into the snapshot interval: `interval` × the fractional part of
+/// `node` × the golden ratio, which spreads consecutive node ids evenly (ids 1, 2, 3 at 62 %,
+/// 24 % and 85 % of the interval).
+fn snapshot_phase(interval: u64, node: NodeId) -> u64 {
+    const GOLDEN_FRACTION: u64 = 0x9E37_79B9_7F4A_7C15; // 2^64 / φ
+    let fraction = node.0.wrapping_mul(GOLDEN_FRACTION);
+    ((u128::from(fraction) * u128::from(interval)) >> 64) as u64
 }
 
 /// A snapshot the Store took; the driver writes it to a file, then compacts the WAL.
@@ -1012,12 +1037,18 @@ impl Store {
         let applied = core.applied();
         let first = core.storage().first_index();
         // `first` is one past the current snapshot: forced, one applied entry suffices.
-        let interval = if force {
-            0
+        let last = first.0 - 1;
+        let due = if force {
+            applied.0 > last
         } else {
-            self.config.snapshot_interval_entries
+            snapshot_due(
+                last,
+                applied.0,
+                self.config.snapshot_interval_entries,
+                self.config.node,
+            )
         };
-        if applied.0 < first.0 + interval {
+        if !due {
             return None;
         }
         // Timed only for the trace point: the Store's behaviour never reads a clock.
@@ -1220,5 +1251,64 @@ fn raft_error(region: RegionId, error: RaftError) -> KvError {
         RaftError::ProposalDropped { reason } => KvError::ServerBusy(reason.into()),
         RaftError::UnknownGroup(region) => KvError::RegionNotFound(region),
         other => KvError::InvalidRequest(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The indexes at which `node` takes its periodic snapshots while entries are applied
+    /// one at a time from `start` (its last snapshot) to `end`.
+    fn snapshot_indexes(node: u64, interval: u64, start: u64, end: u64) -> Vec<u64> {
+        let mut last = start;
+        let mut taken = Vec::new();
+        for applied in start + 1..=end {
+            if snapshot_due(last, applied, interval, NodeId(node)) {
+                taken.push(applied);
+                last = applied;
+            }
+        }
+        taken
+    }
+
+    #[test]
+    fn consecutive_snapshots_are_one_interval_apart_and_the_first_within_one() {
+        for node in 1..=7 {
+            for start in [0, 1, 9_999, 123_457] {
+                let taken = snapshot_indexes(node, 10_000, start, start + 100_000);
+                assert!(
+                    taken[0] - start <= 10_000,
+                    "node {node}: first at {}",
+                    taken[0]
+                );
+                assert_eq!(taken.len(), 10, "node {node}, start {start}: {taken:?}");
+                for pair in taken.windows(2) {
+                    assert_eq!(pair[1] - pair[0], 10_000, "node {node}: {taken:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_replicas_of_a_region_snapshot_far_apart() {
+        let interval = 10_000;
+        let phases: Vec<u64> = (1..=3)
+            .map(|node| snapshot_indexes(node, interval, 0, 3 * interval)[1] % interval)
+            .collect();
+        for (i, a) in phases.iter().enumerate() {
+            for b in &phases[i + 1..] {
+                let gap = a.abs_diff(*b).min(interval - a.abs_diff(*b));
+                assert!(gap >= interval / 5, "phases {phases:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_interval_of_zero_or_one_snapshots_after_every_entry() {
+        for interval in [0, 1] {
+            assert_eq!(snapshot_indexes(2, interval, 5, 9), vec![6, 7, 8, 9]);
+        }
+        assert!(!snapshot_due(9, 9, 1, NodeId(2)));
     }
 }
