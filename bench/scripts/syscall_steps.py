@@ -2,21 +2,27 @@
 """Tessera's own time between the system calls on a 3-node concurrency-1 write's path.
 
 Reads `perf script` output of syscall tracepoints recorded on one node's process and prints
-each step's p50 and p90 in microseconds (docs/benchmarks.md, pass O). Cheaper than the trace
-points of `write_breakdown.py` (one tracepoint per system call, no log line), so it shows the
-node's own work between reading a message and writing the next one:
+each step's p50 and p90 in microseconds (docs/benchmarks.md, passes O and P). Cheaper than the
+trace points of `write_breakdown.py` (one tracepoint per system call, no log line), so it shows
+the node's own work between reading a message and writing the next one:
 
 - leader: the client's request read -> the first append's `sendto`; the last acknowledgement
   read before the answer -> the answer's `sendto`;
 - follower: the append read -> its WAL `pwrite` (blocking WAL writes, the default on parked
   cores); the `pwrite` returned -> the acknowledgement's `sendto`.
 
-Messages are told apart by size, as they are with `tessera-bench`'s defaults (256-byte values,
-two Regions): a Raft acknowledgement frame is 157 bytes (reads may join several), a client
-request 300-400, an append 400 or more, an answer under 100. Other workloads need other sizes.
-For a leader whose messages all have one size (`glommio-floor`'s, 300 bytes each), give the
-client connection's descriptor as a third argument: messages are then told apart by socket
-(the fd `perf script` shows on the `sendto` that answers the client).
+A leader's messages are told apart by socket: the client's connection is the descriptor most
+answers (`sendto`s of under 100 bytes) go to and the one most requests (reads of 300-399 bytes)
+come from, as with `tessera-bench`'s defaults (256-byte values, two Regions); a node may read
+and write one connection through two descriptors. Any other read after the appends went out
+is a follower's acknowledgement, whatever its size: a follower answering an append and a
+commit notice in one frame sends 229 bytes, not 157, and a read may join frames (before
+session 11 the script took only multiples of 157 bytes, so it missed the writes whose first
+acknowledgement was such a frame). Appends are told apart from commit notices by size, 400
+bytes or more. For a leader whose messages all have one size (`glommio-floor`'s, 300 bytes
+each), give the client connection's descriptor as a third argument (the fd `perf script`
+shows on the `sendto` that answers the client); every message on another socket then counts
+as an append or an acknowledgement. A follower's append is a read of 400 bytes or more.
 
     cargo build --release -p tessera-node -p tessera-bench
     target/release/tessera-bench --spawn cluster3 --connections 1 --in-flight 1 \\
@@ -30,10 +36,10 @@ client connection's descriptor as a third argument: messages are then told apart
     # the same with --node-id 2 and `follower`; for bare glommio's leader
     # (pgrep -f 'glommio-floor --role leader'): ... leader CLIENT_FD
 """
+import collections
 import re
 import sys
 
-ACK_BYTES = 157
 EVENT = re.compile(r"\s(\d+\.\d+):\s+syscalls:sys_(enter|exit)_(\w+): (.*)$")
 
 
@@ -50,38 +56,45 @@ def returned(rest):
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def is_request(size, fd, client_fd):
-    if client_fd is not None:
-        return fd == client_fd
-    return size >= 300 and size % ACK_BYTES != 0
+ANSWER_BELOW = 100
+REQUEST_SIZES = range(300, 400)
+APPEND_FROM = 400
 
 
-def is_ack(size, fd, client_fd):
-    if client_fd is not None:
-        return fd != client_fd
-    return size % ACK_BYTES == 0
+def client_fds(lines):
+    """The client connection's descriptors, found by the most common fd of answers (`sendto`s
+    under ANSWER_BELOW bytes) and of requests (reads of REQUEST_SIZES bytes); a node may read
+    and write one connection through two descriptors."""
+    answers, requests = collections.Counter(), collections.Counter()
+    read_fd = None
+    for line in lines:
+        match = EVENT.search(line)
+        if match is None:
+            continue
+        kind, name, rest = match.group(2), match.group(3), match.group(4)
+        if name == "sendto" and kind == "enter":
+            size = field(rest, "len")
+            if size is not None and size < ANSWER_BELOW:
+                answers[field(rest, "fd")] += 1
+        elif name == "recvfrom" and kind == "enter":
+            read_fd = field(rest, "fd")
+        elif name == "recvfrom" and kind == "exit" and (returned(rest) or 0) in REQUEST_SIZES:
+            requests[read_fd] += 1
+    if not answers or not requests:
+        return None
+    return requests.most_common(1)[0][0], answers.most_common(1)[0][0]
 
 
-def is_append(size, fd, client_fd):
-    if client_fd is not None:
-        return fd != client_fd
-    return size is not None and size >= 400
+def is_append(size, fd, answer_fd, sizes_known):
+    if fd == answer_fd:
+        return False
+    return not sizes_known or (size is not None and size >= APPEND_FROM)
 
 
-def is_answer(size, fd, client_fd):
-    if client_fd is not None:
-        return fd == client_fd
-    return size is not None and size < 100
-
-
-def steps(lines, role, client_fd=None):
-    gaps = {}
+def windows(lines, role, request_fd=None, answer_fd=None, sizes_known=True):
+    """Each step as (step, start, end), times in seconds as `perf script` prints them."""
     seen = {}
     read_fd = None
-
-    def add(step, seconds):
-        gaps.setdefault(step, []).append(seconds * 1e6)
-
     for line in lines:
         match = EVENT.search(line)
         if match is None:
@@ -94,38 +107,59 @@ def steps(lines, role, client_fd=None):
             if size is None or size <= 0:
                 continue
             if role == "leader":
-                if is_request(size, read_fd, client_fd):
+                if read_fd == request_fd:
                     seen["request"] = ts
-                elif is_ack(size, read_fd, client_fd) and seen.get("appended"):
+                elif seen.get("appended"):
                     seen["ack"] = ts
-            elif size >= 400:
+            elif size >= APPEND_FROM:
                 seen["append"] = ts
         elif name == "sendto" and kind == "enter":
             size = field(rest, "len")
             fd = field(rest, "fd")
             if role == "leader":
-                if is_append(size, fd, client_fd) and "request" in seen:
-                    add("request read -> first append sent", ts - seen.pop("request"))
+                if is_append(size, fd, answer_fd, sizes_known) and "request" in seen:
+                    yield "request read -> first append sent", seen.pop("request"), ts
                     seen["appended"] = True
-                elif is_answer(size, fd, client_fd) and "ack" in seen:
-                    add("last ack read -> answer sent", ts - seen.pop("ack"))
+                elif fd == answer_fd and "ack" in seen:
+                    yield "last ack read -> answer sent", seen.pop("ack"), ts
                     seen.pop("appended", None)
             elif "written" in seen:
-                add("pwrite returned -> ack sent", ts - seen.pop("written"))
+                yield "pwrite returned -> ack sent", seen.pop("written"), ts
         elif name == "pwrite64" and role == "follower":
             if kind == "enter" and "append" in seen:
-                add("append read -> pwrite", ts - seen.pop("append"))
+                yield "append read -> pwrite", seen.pop("append"), ts
             elif kind == "exit":
                 seen["written"] = ts
+
+
+def steps(lines, role, request_fd=None, answer_fd=None, sizes_known=True):
+    gaps = {}
+    for step, start, end in windows(lines, role, request_fd, answer_fd, sizes_known):
+        gaps.setdefault(step, []).append((end - start) * 1e6)
     return gaps
+
+
+def descriptors(lines, argv):
+    """(request_fd, answer_fd, sizes_known) from the command line's optional CLIENT_FD."""
+    role = argv[2]
+    if len(argv) == 4:
+        fd = int(argv[3], 0)
+        return fd, fd, False
+    if role != "leader":
+        return None, None, True
+    fds = client_fds(lines)
+    if fds is None:
+        sys.exit("no client request or answer found by size: give the client's fd")
+    return fds[0], fds[1], True
 
 
 def main():
     if len(sys.argv) not in (3, 4) or sys.argv[2] not in ("leader", "follower"):
         sys.exit("usage: syscall_steps.py PERF_SCRIPT_OUTPUT leader|follower [CLIENT_FD]")
-    client_fd = int(sys.argv[3], 0) if len(sys.argv) == 4 else None
-    with open(sys.argv[1]) as lines:
-        gaps = steps(lines, sys.argv[2], client_fd)
+    with open(sys.argv[1]) as source:
+        lines = source.readlines()
+    request_fd, answer_fd, sizes_known = descriptors(lines, sys.argv)
+    gaps = steps(lines, sys.argv[2], request_fd, answer_fd, sizes_known)
     if not gaps:
         sys.exit("no step found: was the recording a 3-node concurrency-1 write with 256-byte "
                  "values, on the role given?")
