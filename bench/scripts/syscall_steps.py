@@ -139,11 +139,10 @@ def steps(lines, role, request_fd=None, answer_fd=None, sizes_known=True):
     return gaps
 
 
-def descriptors(lines, argv):
-    """(request_fd, answer_fd, sizes_known) from the command line's optional CLIENT_FD."""
-    role = argv[2]
-    if len(argv) == 4:
-        fd = int(argv[3], 0)
+def descriptors(lines, role, client_fd=None):
+    """(request_fd, answer_fd, sizes_known): the given CLIENT_FD for both, or found by size."""
+    if client_fd is not None:
+        fd = int(client_fd, 0)
         return fd, fd, False
     if role != "leader":
         return None, None, True
@@ -158,7 +157,7 @@ def main():
         sys.exit("usage: syscall_steps.py PERF_SCRIPT_OUTPUT leader|follower [CLIENT_FD]")
     with open(sys.argv[1]) as source:
         lines = source.readlines()
-    request_fd, answer_fd, sizes_known = descriptors(lines, sys.argv)
+    request_fd, answer_fd, sizes_known = descriptors(lines, sys.argv[2], *sys.argv[3:])
     gaps = steps(lines, sys.argv[2], request_fd, answer_fd, sizes_known)
     if not gaps:
         sys.exit("no step found: was the recording a 3-node concurrency-1 write with 256-byte "

@@ -71,7 +71,7 @@ def main():
     path, role, step = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(path) as source:
         lines = source.readlines()
-    request_fd, answer_fd, sizes_known = syscall_steps.descriptors(lines, sys.argv[:3] + sys.argv[4:])
+    request_fd, answer_fd, sizes_known = syscall_steps.descriptors(lines, role, *sys.argv[4:])
     spans = sorted((start, end) for name, start, end in
                    syscall_steps.windows(lines, role, request_fd, answer_fd, sizes_known)
                    if name == step)

@@ -108,7 +108,7 @@ impl StoreConfig {
 /// write waited for the leader's and both followers' pauses at once (benchmarks.md, Node,
 /// pass P); now a follower's pause is hidden by the other follower's acknowledgement.
 /// An interval of 0 or 1 takes one after every applied entry.
-pub fn snapshot_due(last: u64, applied: u64, interval: u64, node: NodeId) -> bool {
+fn snapshot_due(last: u64, applied: u64, interval: u64, node: NodeId) -> bool {
     let interval = interval.max(1);
     let phase = snapshot_phase(interval, node);
     (applied + phase) / interval > (last + phase) / interval

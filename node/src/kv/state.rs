@@ -269,8 +269,8 @@ impl KvState {
 
     /// Appends the snapshot `encode_snapshot` returns to `out`: a Region's snapshot is
     /// megabytes, encoded on the core's thread, so it is written once, into a buffer sized
-    /// once (benchmarks.md, Node, pass P: the copies and page faults of fresh buffers were
-    /// most of its time).
+    /// once (benchmarks.md, Node, pass P: copies and page faults of fresh buffers were most
+    /// of its samples under the profiler).
     pub fn encode_snapshot_into(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(b"TKVS");
